@@ -1,0 +1,263 @@
+"""The command line: ``python -m litequeue`` and the ``litequeue`` script."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from .config import WorkerConfig, default_task_timeout_s
+from .connection import default_path
+from .errors import (
+    DatabaseError, InvalidArgsError, LitequeueError, TaskNotFoundError, TaskStateError,
+    UnsupportedPlatformError,
+)
+from .monitor import DEFAULT_LEASE_S
+from .queue import Queue
+from .status import Task
+from .supervisor import EXIT_DATABASE_ERROR, EXIT_OK, EXIT_UNSUPPORTED_PLATFORM, Supervisor
+from .validation import allowed_patterns
+from .version import __version__
+from .worker_process import LOG_FORMAT
+
+#: Invalid arguments or input (also what argparse uses).
+EXIT_USAGE = 2
+#: No task has the given id.
+EXIT_NOT_FOUND = 5
+#: The task is not in a state that allows the request (for example cancelling a finished task).
+EXIT_INVALID_STATE = 6
+
+EPILOG = """examples:
+  litequeue worker --db jobs.db --concurrency 4 --import myapp.receivers
+  litequeue enqueue myapp.tasks.resize --args '{"path": "a.png"}' --db jobs.db
+  litequeue show 42 --json --db jobs.db
+"""
+
+
+class UserError(Exception):
+    """An error caused by the command's input, printed as one line."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="litequeue", description="A task queue stored in one SQLite file.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"litequeue {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_worker(commands)
+    _add_enqueue(commands)
+    _add_show(commands)
+    return parser
+
+
+def _db_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=None, metavar="PATH",
+                        help="database file (default: $LITEQUEUE_DB, else ./litequeue.db)")
+
+
+def _add_worker(commands) -> None:
+    parser = commands.add_parser(
+        "worker", help="run a supervisor and its worker processes",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Run worker processes that claim and run tasks until SIGTERM or Ctrl-C. The "
+                    "first signal lets running tasks finish within --grace-s; a second one stops at once. "
+                    f"Exit codes: {EXIT_OK} stopped cleanly, {EXIT_USAGE} invalid options, "
+                    f"{EXIT_DATABASE_ERROR} database unusable, {EXIT_UNSUPPORTED_PLATFORM} unsupported platform.",
+    )
+    _db_argument(parser)
+    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1, metavar="N",
+                        help="number of worker processes")
+    parser.add_argument("--queue", action="append", dest="queues", metavar="NAME",
+                        help="queue to serve, repeatable, in priority order (default: default)")
+    parser.add_argument("--timeout-s", type=float, default=None, metavar="S",
+                        help="default task timeout in seconds; 0 disables (default: $LITEQUEUE_TASK_TIMEOUT, else 3600)")
+    parser.add_argument("--grace-s", type=float, default=30.0, metavar="S",
+                        help="seconds running tasks get to finish after the first SIGTERM or SIGINT")
+    parser.add_argument("--abort-grace-s", type=float, default=2.0, metavar="S",
+                        help="seconds a timed-out or cancelled task gets to stop before SIGKILL")
+    parser.add_argument("--import", action="append", dest="imports", default=[], metavar="MODULE",
+                        help="module to import in the supervisor and every worker process (observers), repeatable")
+    parser.add_argument("--allow", action="append", default=None, metavar="PATTERN",
+                        help="shell-style pattern of task paths allowed to run, repeatable "
+                             "(default: $LITEQUEUE_ALLOWED_TASKS, else all)")
+    parser.add_argument("--max-tasks-per-child", type=int, default=0, metavar="N",
+                        help="replace a worker process after N tasks; 0 keeps it")
+    parser.add_argument("--poll-interval-s", type=float, default=1.0, metavar="S",
+                        help="longest idle wait before checking for tasks again")
+    parser.add_argument("--orphan-check-interval-s", type=float, default=5.0, metavar="S",
+                        help="seconds between orphan checks")
+    parser.add_argument("--heartbeat-interval-s", type=float, default=5.0, metavar="S",
+                        help="seconds between heartbeats written to the workers table")
+    parser.add_argument("--lease-s", type=float, default=DEFAULT_LEASE_S, metavar="S",
+                        help="heartbeat age after which a worker on another host counts as dead")
+    parser.add_argument("--retry-delay-s", type=float, default=1.0, metavar="S",
+                        help="delay before the first retry; it doubles each attempt")
+    parser.add_argument("--retry-max-delay-s", type=float, default=3600.0, metavar="S",
+                        help="longest delay between retries")
+    parser.add_argument("--start-method", choices=["fork", "forkserver", "spawn"], default=None,
+                        help="multiprocessing start method (default: Python's default for this platform)")
+    parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL",
+                        help="FULL survives power loss; NORMAL is faster but may lose the latest commits then")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="logging level")
+
+
+def _add_enqueue(commands) -> None:
+    parser = commands.add_parser("enqueue", help="store a task and print its id",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("task", metavar="TASK", help="dotted path of the task function")
+    _db_argument(parser)
+    parser.add_argument("--args", default="{}", metavar="JSON", help="keyword arguments as a JSON object")
+    parser.add_argument("--queue", default="default", help="queue name")
+    parser.add_argument("--priority", type=int, default=0, help="higher runs first")
+    parser.add_argument("--delay-s", type=float, default=0.0, metavar="S", help="seconds before it may run")
+    parser.add_argument("--timeout-s", type=float, default=None, metavar="S",
+                        help="timeout in seconds; 0 disables (default: the worker's)")
+    parser.add_argument("--max-retries", type=int, default=0, metavar="N", help="retries after a failure")
+
+
+def _add_show(commands) -> None:
+    parser = commands.add_parser("show", help="print every field of a task")
+    parser.add_argument("task_id", type=int, metavar="ID")
+    _db_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+# --- commands ------------------------------------------------------------------------------
+
+def _existing_queue(path: Optional[str]) -> Queue:
+    path = path or default_path()
+    if not os.path.exists(path):
+        raise UserError(f"database {os.path.abspath(path)} not found; pass --db or set LITEQUEUE_DB",
+                        EXIT_DATABASE_ERROR)
+    return Queue(path)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
+    config = WorkerConfig(
+        db_path=os.path.abspath(args.db or default_path()),
+        queues=tuple(args.queues or ("default",)),
+        concurrency=args.concurrency,
+        synchronous=args.synchronous,
+        timeout_s=default_task_timeout_s() if args.timeout_s is None else args.timeout_s,
+        grace_s=args.grace_s,
+        abort_grace_s=args.abort_grace_s,
+        imports=tuple(args.imports),
+        allow=_allow_list(args.allow),
+        allow_setting="--allow" if args.allow else "LITEQUEUE_ALLOWED_TASKS",
+        max_tasks_per_child=args.max_tasks_per_child,
+        poll_interval_s=args.poll_interval_s,
+        orphan_check_interval_s=args.orphan_check_interval_s,
+        heartbeat_interval_s=args.heartbeat_interval_s,
+        lease_s=args.lease_s,
+        retry_base_s=args.retry_delay_s,
+        retry_max_s=args.retry_max_delay_s,
+        start_method=args.start_method,
+        log_level=logging.getLevelName(args.log_level),
+    )
+    return Supervisor(config).run()
+
+
+def _allow_list(patterns: Optional[List[str]]):
+    values = allowed_patterns(patterns)
+    return tuple(values) if values is not None else None
+
+
+def run_enqueue(args: argparse.Namespace) -> int:
+    try:
+        task_args = json.loads(args.args)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"invalid --args {args.args!r}: not JSON ({exc}); pass a JSON object such as '{{\"x\": 1}}'")
+    if not isinstance(task_args, dict):
+        raise UserError(f"invalid --args {args.args!r}: pass a JSON object of keyword arguments")
+    queue = Queue(args.db)
+    try:
+        task_id = queue.enqueue(args.task, task_args, queue=args.queue, priority=args.priority,
+                                delay_s=args.delay_s, timeout_s=args.timeout_s, max_retries=args.max_retries)
+    finally:
+        queue.close()
+    print(task_id)
+    return EXIT_OK
+
+
+def run_show(args: argparse.Namespace) -> int:
+    queue = _existing_queue(args.db)
+    try:
+        task = queue.get(args.task_id)
+    finally:
+        queue.close()
+    if args.json:
+        print(json.dumps(task.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(format_task(task))
+    return EXIT_OK
+
+
+def format_time(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(value).astimezone().isoformat(timespec="milliseconds")
+
+
+def format_task(task: Task) -> str:
+    lines = [
+        f"id:          {task.id}",
+        f"task:        {task.task}",
+        f"queue:       {task.queue}",
+        f"status:      {task.status.value}",
+        f"args:        {json.dumps(task.args, ensure_ascii=False)}",
+        f"priority:    {task.priority}",
+        f"attempts:    {task.attempts} (max retries {task.max_retries})",
+        f"timeout_s:   {'-' if task.timeout_s is None else format(task.timeout_s, 'g')}",
+        f"created:     {format_time(task.created)}",
+        f"run_at:      {format_time(task.run_at)}",
+        f"started:     {format_time(task.started)}",
+        f"finished:    {format_time(task.finished)}",
+        f"modified:    {format_time(task.modified)}",
+        f"worker:      {'-' if task.worker_pid is None else f'PID {task.worker_pid} on {task.worker_host}'}",
+        f"result:      {json.dumps(task.result, ensure_ascii=False)}",
+    ]
+    for name in ("error", "output", "log"):
+        value = getattr(task, name)
+        if value:
+            lines.append(f"{name}:")
+            lines.extend("  " + line for line in value.rstrip("\n").splitlines())
+    return "\n".join(lines)
+
+
+COMMANDS = {"worker": run_worker, "enqueue": run_enqueue, "show": run_show}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command line and return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except TaskNotFoundError as exc:
+        return _fail(str(exc), EXIT_NOT_FOUND)
+    except TaskStateError as exc:
+        return _fail(str(exc), EXIT_INVALID_STATE)
+    except DatabaseError as exc:
+        return _fail(str(exc), EXIT_DATABASE_ERROR)
+    except UnsupportedPlatformError as exc:
+        return _fail(str(exc), EXIT_UNSUPPORTED_PLATFORM)
+    except (LitequeueError, InvalidArgsError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"litequeue: error: {message}", file=sys.stderr)
+    return code

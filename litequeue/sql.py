@@ -1,0 +1,254 @@
+"""Every SQL statement litequeue runs, each under a name.
+
+Statements that move a task name the status (and, for a claimed task, the owner and attempt)
+they expect in their WHERE clause, so a late or repeated write matches no row instead of
+overwriting a newer state.
+"""
+
+SCHEMA_VERSION = 1
+
+# Each entry upgrades the schema from version (index) to version (index + 1).
+MIGRATIONS = [
+    """
+    CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue TEXT NOT NULL,
+        task TEXT NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('queued', 'progress', 'completed', 'failed', 'cancelled')),
+        priority INTEGER NOT NULL DEFAULT 0,
+        run_at REAL NOT NULL,
+        created REAL NOT NULL,
+        modified REAL NOT NULL,
+        started REAL,
+        finished REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_retries INTEGER NOT NULL DEFAULT 0,
+        timeout_s REAL,
+        worker_pid INTEGER,
+        worker_host TEXT,
+        worker_host_id TEXT,
+        worker_start TEXT,
+        result TEXT,
+        log TEXT,
+        error TEXT,
+        args TEXT NOT NULL
+    );
+    -- Claims read only this index, in claim order, so their cost does not grow with the
+    -- number of finished tasks.
+    CREATE INDEX tasks_claim_order ON tasks (queue, priority DESC, run_at, id)
+        WHERE status = 'queued';
+    CREATE INDEX tasks_in_progress ON tasks (worker_host_id, worker_pid)
+        WHERE status = 'progress';
+    CREATE INDEX tasks_status ON tasks (status, queue);
+    -- Generator output is appended as rows, so a long stream never rewrites the task row.
+    CREATE TABLE task_output (
+        task_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        chunk TEXT NOT NULL,
+        PRIMARY KEY (task_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE workers (
+        host_id TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        start_token TEXT,
+        role TEXT NOT NULL CHECK (role IN ('supervisor', 'worker')),
+        supervisor_pid INTEGER,
+        queues TEXT,
+        started REAL NOT NULL,
+        heartbeat REAL NOT NULL,
+        PRIMARY KEY (host_id, pid)
+    );
+    """,
+]
+
+# --- connection set-up -------------------------------------------------------------------
+
+GET_USER_VERSION = "PRAGMA user_version"
+SET_USER_VERSION = "PRAGMA user_version = {version:d}"
+GET_JOURNAL_MODE = "PRAGMA journal_mode"
+SET_JOURNAL_MODE_WAL = "PRAGMA journal_mode = WAL"
+SET_SYNCHRONOUS = "PRAGMA synchronous = {level}"
+SET_BUSY_TIMEOUT = "PRAGMA busy_timeout = {milliseconds:d}"
+SET_AUTOCHECKPOINT = "PRAGMA wal_autocheckpoint = {pages:d}"
+GET_AUTOCHECKPOINT = "PRAGMA wal_autocheckpoint"
+SET_JOURNAL_SIZE_LIMIT = "PRAGMA journal_size_limit = {size_bytes:d}"
+CHECKPOINT = "PRAGMA wal_checkpoint({mode})"
+QUICK_CHECK = "PRAGMA quick_check"
+BEGIN_IMMEDIATE = "BEGIN IMMEDIATE"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+
+# --- tasks -----------------------------------------------------------------------------------
+
+TASK_COLUMNS = (
+    "id, queue, task, args, status, priority, run_at, created, modified, started, finished, "
+    "attempts, max_retries, timeout_s, worker_pid, worker_host, result, log, error"
+)
+
+INSERT_TASK = """
+    INSERT INTO tasks (queue, task, args, status, priority, run_at, created, modified,
+                       max_retries, timeout_s)
+    VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)
+"""
+
+# One statement claims and records the owner, so a claimed task always has an owner.
+CLAIM_TASK = f"""
+    UPDATE tasks
+    SET status = 'progress', worker_pid = ?, worker_host = ?, worker_host_id = ?,
+        worker_start = ?, started = ?, modified = ?, attempts = attempts + 1, finished = NULL
+    WHERE id = (
+        SELECT id FROM tasks
+        WHERE status = 'queued' AND queue = ? AND run_at <= ?
+        ORDER BY priority DESC, run_at, id
+        LIMIT 1
+    )
+    RETURNING {TASK_COLUMNS}
+"""
+
+# Read-only probe used while idle, so polling never takes the write lock.
+HAS_ELIGIBLE_TASK = """
+    SELECT 1 FROM tasks
+    WHERE status = 'queued' AND queue = ? AND run_at <= ?
+    LIMIT 1
+"""
+
+NEXT_RUN_AT = """
+    SELECT min(run_at) FROM tasks WHERE status = 'queued' AND queue = ?
+"""
+
+OWNER_FENCE = """
+    id = ? AND status = 'progress' AND worker_pid = ? AND worker_host_id = ? AND attempts = ?
+"""
+
+COMPLETE_TASK = f"""
+    UPDATE tasks
+    SET status = 'completed', result = ?, log = ?, error = NULL, finished = ?, modified = ?
+    WHERE {OWNER_FENCE}
+"""
+
+FAIL_TASK_OWNED = f"""
+    UPDATE tasks
+    SET status = 'failed', error = ?, log = coalesce(?, log), finished = ?, modified = ?
+    WHERE {OWNER_FENCE}
+"""
+
+RETRY_TASK_OWNED = f"""
+    UPDATE tasks
+    SET status = 'queued', error = ?, log = coalesce(?, log), run_at = ?, modified = ?,
+        worker_pid = NULL, worker_host = NULL, worker_host_id = NULL, worker_start = NULL
+    WHERE {OWNER_FENCE}
+"""
+
+# A graceful shutdown returns the task without spending the attempt it was claimed with.
+RELEASE_TASK_OWNED = f"""
+    UPDATE tasks
+    SET status = 'queued', attempts = attempts - 1, modified = ?,
+        worker_pid = NULL, worker_host = NULL, worker_host_id = NULL, worker_start = NULL
+    WHERE {OWNER_FENCE}
+"""
+
+APPEND_OUTPUT = """
+    INSERT INTO task_output (task_id, seq, chunk)
+    SELECT ?, coalesce(max(seq), 0) + 1, ? FROM task_output WHERE task_id = ?
+"""
+
+OUTPUT_SIZE = "SELECT coalesce(sum(length(CAST(chunk AS BLOB))), 0) FROM task_output WHERE task_id = ?"
+
+GET_OUTPUT = "SELECT chunk FROM task_output WHERE task_id = ? ORDER BY seq"
+
+DELETE_OUTPUT = "DELETE FROM task_output WHERE task_id = ?"
+
+GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
+
+GET_TASK_STATE = """
+    SELECT status, worker_pid, worker_host, worker_host_id, worker_start, attempts,
+           max_retries, modified, task
+    FROM tasks WHERE id = ?
+"""
+
+LIST_TASKS = f"""
+    SELECT {TASK_COLUMNS} FROM tasks
+    WHERE (:status IS NULL OR status = :status)
+      AND (:queue IS NULL OR queue = :queue)
+      AND (:task IS NULL OR task = :task)
+    ORDER BY id DESC
+    LIMIT :limit
+"""
+
+COUNT_BY_STATUS = "SELECT status, count(*) FROM tasks GROUP BY status"
+
+CANCEL_QUEUED = """
+    UPDATE tasks SET status = 'cancelled', finished = ?, modified = ?,
+        error = 'Task cancelled'
+    WHERE id = ? AND status = 'queued'
+"""
+
+CANCEL_RUNNING = """
+    UPDATE tasks SET status = 'cancelled', finished = ?, modified = ?,
+        error = 'Task cancelled while running'
+    WHERE id = ? AND status = 'progress'
+"""
+
+REQUEUE_TASK = """
+    UPDATE tasks
+    SET status = 'queued', run_at = ?, modified = ?, finished = NULL, started = NULL,
+        attempts = 0, worker_pid = NULL, worker_host = NULL, worker_host_id = NULL, worker_start = NULL,
+        error = NULL, result = NULL
+    WHERE id = ? AND status IN ('failed', 'cancelled')
+"""
+
+# Failures recorded by a supervisor or an orphan check: fenced on the owner and attempt that
+# were read inside the same transaction.
+LIST_PROGRESS_TASKS = """
+    SELECT id, worker_pid, worker_host_id, worker_start, attempts, modified
+    FROM tasks WHERE status = 'progress'
+"""
+
+LIST_PROGRESS_OF_OWNER = """
+    SELECT id, attempts FROM tasks
+    WHERE status = 'progress' AND worker_host_id = ? AND worker_pid = ?
+"""
+
+PROGRESS_STATUS_OF = """
+    SELECT id, status, worker_pid, attempts FROM tasks WHERE id IN ({placeholders})
+"""
+
+# --- workers -------------------------------------------------------------------------------
+
+UPSERT_WORKER = """
+    INSERT INTO workers (host_id, pid, host, start_token, role, supervisor_pid, queues,
+                         started, heartbeat)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (host_id, pid) DO UPDATE SET
+        host = excluded.host, start_token = excluded.start_token, role = excluded.role,
+        supervisor_pid = excluded.supervisor_pid, queues = excluded.queues,
+        started = excluded.started, heartbeat = excluded.heartbeat
+"""
+
+HEARTBEAT_WORKERS = """
+    UPDATE workers SET heartbeat = ? WHERE host_id = ? AND pid IN ({placeholders})
+"""
+
+GET_WORKER_HEARTBEAT = """
+    SELECT heartbeat, start_token FROM workers WHERE host_id = ? AND pid = ?
+"""
+
+DELETE_WORKER = "DELETE FROM workers WHERE host_id = ? AND pid = ?"
+
+# A worker row goes only once no task names it as owner, so cleanup never hides an orphan.
+DELETE_STALE_WORKERS = """
+    DELETE FROM workers
+    WHERE heartbeat < ?
+      AND NOT EXISTS (
+          SELECT 1 FROM tasks
+          WHERE tasks.status = 'progress' AND tasks.worker_host_id = workers.host_id
+            AND tasks.worker_pid = workers.pid
+      )
+"""
+
+LIST_WORKERS = """
+    SELECT host_id, pid, host, start_token, role, supervisor_pid, queues, started, heartbeat
+    FROM workers ORDER BY host, supervisor_pid, role DESC, pid
+"""
