@@ -103,6 +103,9 @@ def _add_worker(commands) -> None:
                         help="delay before the first retry; it doubles each attempt")
     parser.add_argument("--retry-max-delay-s", type=float, default=3600.0, metavar="S",
                         help="longest delay between retries")
+    parser.add_argument("--write-retry-s", type=float, default=30.0, metavar="S",
+                        help="seconds a worker process keeps retrying the write that records a finished "
+                             "task before it exits and leaves the task to its supervisor")
     parser.add_argument("--start-method", choices=["fork", "forkserver", "spawn"], default=None,
                         help="multiprocessing start method (default: Python's default for this platform)")
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL",
@@ -163,6 +166,7 @@ def run_worker(args: argparse.Namespace) -> int:
         retry_base_s=args.retry_delay_s,
         retry_max_s=args.retry_max_delay_s,
         start_method=args.start_method,
+        terminal_write_deadline_s=args.write_retry_s,
         log_level=logging.getLevelName(args.log_level),
     )
     return Supervisor(config).run()

@@ -69,7 +69,8 @@ class WorkerConfig:
             raise InvalidOptionError(
                 f"invalid max_tasks_per_child {self.max_tasks_per_child!r}: use an integer >= 0 (0: no limit)"
             )
-        for name in ("timeout_s", "grace_s", "abort_grace_s", "retry_base_s", "retry_max_s"):
+        for name in ("timeout_s", "grace_s", "abort_grace_s", "retry_base_s", "retry_max_s",
+                     "terminal_write_deadline_s"):
             check_seconds(name, getattr(self, name))
         for name in ("poll_interval_s", "orphan_check_interval_s", "heartbeat_interval_s", "lease_s"):
             if not check_seconds(name, getattr(self, name)) > 0:

@@ -133,15 +133,17 @@ def detect_orphaned_tasks(
     exclude: Iterable[tuple] = (),
     lease_s: float = DEFAULT_LEASE_S,
     retry_policy: RetryPolicy = RetryPolicy(),
+    local_host_id: Optional[str] = None,
 ) -> List[int]:
     """Find tasks in progress whose worker process is gone, record them, and return their ids.
 
     ``exclude`` holds (host_id, pid) pairs of owners whose exits the caller records itself,
-    such as a supervisor's own worker processes.
+    such as a supervisor's own worker processes. ``local_host_id`` defaults to this
+    process's host identity; an owner with another identity is judged by its heartbeat.
     """
     db = _database(queue)
     excluded = set(exclude)
-    local_host_id = liveness.host_id()
+    local_host_id = liveness.host_id() if local_host_id is None else local_host_id
     recovered = []
     for task in db.read(storage.list_progress):
         if (task.host_id, task.pid) in excluded:

@@ -236,6 +236,12 @@ def max_retries_in(db: Database, task_id: int) -> int:
     return row[6] if row else 0
 
 
+def delete_stale_workers_in(db: Database, older_than: float) -> int:
+    """Delete worker rows whose heartbeat is older than ``older_than`` and that own no task
+    in progress, so that removing bookkeeping never hides an orphan."""
+    return db.execute("delete_stale_workers", sql.DELETE_STALE_WORKERS, (older_than,)).rowcount
+
+
 # --- cancel and requeue --------------------------------------------------------------------
 
 def cancel(db: Database, task_id: int, now: Optional[float] = None) -> TaskStatus:

@@ -402,7 +402,7 @@ class Supervisor:
 
         def write(db: Database) -> None:
             db.execute("heartbeat_workers", statement, (now, self.host_id, *pids))
-            db.execute("delete_stale_workers", sql.DELETE_STALE_WORKERS, (now - self.config.lease_s,))
+            storage.delete_stale_workers_in(db, now - self.config.lease_s)
 
         self.db.write("heartbeat", write)
 
