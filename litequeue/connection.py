@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import logging
 import os
 import random
@@ -37,6 +38,8 @@ SYNCHRONOUS_LEVELS = ("FULL", "NORMAL")
 # A checkpoint runs after a commit that leaves the WAL larger than this. SQLite's own
 # automatic checkpoint uses 1,000 pages (4 MiB at the default page size).
 CHECKPOINT_THRESHOLD_BYTES = 4 * 1024 * 1024
+# How long a checkpoint after a commit waits for readers, holding up other writers meanwhile.
+CHECKPOINT_WAIT_S = 0.1
 # When the WAL is reset after a checkpoint, SQLite truncates the file to this size.
 JOURNAL_SIZE_LIMIT_BYTES = 8 * 1024 * 1024
 
@@ -52,9 +55,6 @@ statement_hook: Optional[Callable[[str], None]] = None
 # Test-only hook called with a transaction's name right after it commits.
 commit_hook: Optional[Callable[[str], None]] = None
 
-# Connections handed down by fork are kept referenced here, so that the child never closes
-# (and so never checkpoints or unlocks) a connection that belongs to its parent.
-_inherited_connections: list = []
 
 
 def default_path() -> str:
@@ -167,6 +167,7 @@ class Database:
         self.pid = os.getpid()
         self._thread_lock = threading.RLock()
         self._lock = WriteLock(self.path) if self.wal_guard and fcntl is not None else None
+        self._next_checkpoint_size = CHECKPOINT_THRESHOLD_BYTES
         self._conn: Optional[sqlite3.Connection] = None
         self._conn = self._connect()
         _open_databases.add(self)
@@ -322,8 +323,7 @@ class Database:
                     if conn.in_transaction:
                         conn.execute(sql.ROLLBACK)
                     raise
-                if self.wal_guard:
-                    self._checkpoint_if_large()
+                self._checkpoint_if_large()
             finally:
                 if self._lock is not None:
                     self._lock.release()
@@ -351,29 +351,48 @@ class Database:
             return 0
 
     def _checkpoint_if_large(self) -> None:
-        if self.wal_size() > CHECKPOINT_THRESHOLD_BYTES:
-            self._run_checkpoint("PASSIVE")
+        # A PASSIVE checkpoint (SQLite's automatic kind) never restarts the WAL while readers
+        # overlap without pause, so the file would grow without bound. TRUNCATE waits briefly
+        # for the readers that still use the WAL (new readers read the database file then)
+        # and empties the file, so its size measures the WAL again.
+        size = self.wal_size()
+        if size <= self._next_checkpoint_size:
+            return
+        busy = self._run_checkpoint("TRUNCATE", wait_s=CHECKPOINT_WAIT_S)[0]
+        # After a busy checkpoint (a long reader), wait for another threshold of growth
+        # rather than stalling every commit on the same reader.
+        self._next_checkpoint_size = size + CHECKPOINT_THRESHOLD_BYTES if busy else CHECKPOINT_THRESHOLD_BYTES
 
-    def _run_checkpoint(self, mode: str) -> tuple:
+    def _run_checkpoint(self, mode: str, wait_s: Optional[float] = None) -> tuple:
+        conn = self.conn
+        if wait_s is not None:
+            conn.execute(sql.SET_BUSY_TIMEOUT.format(milliseconds=int(wait_s * 1000)))
         try:
-            busy, log_frames, done_frames = self.conn.execute(sql.CHECKPOINT.format(mode=mode)).fetchone()
+            busy, log_frames, done_frames = conn.execute(sql.CHECKPOINT.format(mode=mode)).fetchone()
         except sqlite3.OperationalError as exc:
             if not is_busy_error(exc):
                 raise
             logger.debug("checkpoint %s of %s busy: %s; a later one will retry", mode, self.path, exc)
             return (1, -1, -1)
+        finally:
+            if wait_s is not None:
+                conn.execute(sql.SET_BUSY_TIMEOUT.format(milliseconds=int(self.busy_timeout_s * 1000)))
+        if busy:
+            logger.debug("checkpoint %s of %s stopped at frame %s of %s: readers still use the WAL",
+                         mode, self.path, done_frames, log_frames)
         return busy, log_frames, done_frames
 
-    def checkpoint(self, mode: str = "PASSIVE") -> tuple:
+    def checkpoint(self, mode: str = "PASSIVE", wait_s: Optional[float] = None) -> tuple:
         """Run a WAL checkpoint under the write lock and return SQLite's (busy, log, done) row.
 
         ``mode`` is PASSIVE, FULL, RESTART or TRUNCATE. A checkpoint that finds the database
-        busy returns busy=1 instead of raising, so callers try again later.
+        busy returns busy=1 instead of raising, so callers try again later. ``wait_s`` bounds
+        how long RESTART and TRUNCATE wait for readers (default: the busy timeout).
         """
         if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
             raise InvalidOptionError(f"invalid checkpoint mode {mode!r}; use PASSIVE, FULL, RESTART or TRUNCATE")
         with self._thread_lock:
-            return self._with_write_lock(lambda: self._run_checkpoint(mode))
+            return self._with_write_lock(lambda: self._run_checkpoint(mode, wait_s))
 
     def autocheckpoint_pages(self) -> int:
         """Return this connection's wal_autocheckpoint setting (0 when the guard is on)."""
@@ -388,9 +407,7 @@ class Database:
             return
         _open_databases.discard(self)
         if os.getpid() != self.pid:
-            # Never close a parent's connection in a child: keep it referenced instead.
-            _inherited_connections.append(self._conn)
-            self._conn = None
+            self.abandon()
             return
         conn, self._conn = self._conn, None
         try:
@@ -402,10 +419,12 @@ class Database:
             self._lock.close()
 
     def abandon(self) -> None:
-        """Drop a connection inherited through fork without closing it."""
+        """Drop a connection inherited through fork without ever closing it."""
         if self._conn is not None:
-            _inherited_connections.append(self._conn)
+            _leak(self._conn)
             self._conn = None
+        if self._lock is not None:
+            self._lock = None  # the parent's lock file descriptor; never unlock it from here
         _open_databases.discard(self)
 
     def __enter__(self) -> "Database":
@@ -416,6 +435,25 @@ class Database:
 
 
 _open_databases: "weakref.WeakSet[Database]" = weakref.WeakSet()
+
+
+def _leak(obj) -> None:
+    """Keep ``obj`` alive until the process ends, even through interpreter shutdown.
+
+    A forked child must never close a connection its parent opened (SQLite's "How To
+    Corrupt" page lists carrying a connection across fork), and garbage collection at exit
+    would close it.
+    """
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+
+
+def _abandon_after_fork() -> None:
+    for database in list(_open_databases):
+        database.abandon()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_abandon_after_fork)
 
 
 @atexit.register

@@ -103,3 +103,14 @@ def fail_until(path, failures):
 
 
 not_callable = 42
+
+
+def length(text):
+    return len(text)
+
+
+def fail_and_stamp(path):
+    """Append the current time to ``path``, then raise: records when each attempt started."""
+    with open(path, "a") as handle:
+        handle.write(f"{time.time()}\n")
+    raise RuntimeError("always fails")
