@@ -8,9 +8,10 @@ from .errors import (
 )
 from .status import Task, TaskStatus
 from .queue import Queue, create_task
+from .embedded import Worker
 
 __all__ = [
-    "__version__", "Queue", "Task", "TaskStatus", "create_task",
+    "__version__", "Queue", "Task", "TaskStatus", "Worker", "create_task",
     "LitequeueError", "ConnectionProcessError", "DatabaseError", "InvalidArgsError",
     "InvalidOptionError", "InvalidTaskError", "PayloadTooLargeError", "TaskNotAllowedError",
     "TaskNotFoundError", "TaskStateError", "TaskWaitTimeout", "UnsupportedPlatformError",

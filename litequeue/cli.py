@@ -3,51 +3,52 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import os
-import sys
-from typing import List, Optional
+import sqlite3
+from typing import Callable, Dict, List, Optional
 
+from . import cli_ops, retention
+from .cli_common import (
+    EXIT_DATABASE_ERROR, EXIT_INVALID_STATE, EXIT_NOT_FOUND, EXIT_OK, EXIT_UNSUPPORTED_PLATFORM, EXIT_USAGE,
+    ArgumentParser, UserError, add_command, db_argument, duration_type, existing_queue, report_error,
+)
+from .cli_format import format_task, to_json
+from .execution import DEFAULT_MAX_LOG_BYTES, DEFAULT_MAX_OUTPUT_BYTES
 from .config import WorkerConfig, default_task_timeout_s
-from .connection import default_path
+from .connection import default_path, describe_error
 from .errors import (
     DatabaseError, InvalidArgsError, LitequeueError, TaskNotFoundError, TaskStateError,
     UnsupportedPlatformError,
 )
 from .monitor import DEFAULT_LEASE_S
 from .queue import Queue
-from .status import Task
-from .supervisor import EXIT_DATABASE_ERROR, EXIT_OK, EXIT_UNSUPPORTED_PLATFORM, Supervisor
+from .supervisor import Supervisor
 from .validation import allowed_patterns
 from .version import __version__
 from .worker_process import LOG_FORMAT
 
-#: Invalid arguments or input (also what argparse uses).
-EXIT_USAGE = 2
-#: No task has the given id.
-EXIT_NOT_FOUND = 5
-#: The task is not in a state that allows the request (for example cancelling a finished task).
-EXIT_INVALID_STATE = 6
-
-EPILOG = """examples:
+EPILOG = f"""examples:
   litequeue worker --db jobs.db --concurrency 4 --import myapp.receivers
-  litequeue enqueue myapp.tasks.resize --args '{"path": "a.png"}' --db jobs.db
+  litequeue enqueue myapp.tasks.resize --args '{{"path": "a.png"}}' --db jobs.db
   litequeue show 42 --json --db jobs.db
+  litequeue list --status failed --db jobs.db
+  litequeue top --db jobs.db
+
+exit codes:
+  {EXIT_OK}  success
+  {EXIT_USAGE}  invalid arguments or input (a bad option value, filter or duration)
+  {EXIT_DATABASE_ERROR}  the database file is missing, unreadable or unusable
+  {EXIT_UNSUPPORTED_PLATFORM}  the worker cannot run on this platform
+  {EXIT_NOT_FOUND}  no task has the given id
+  {EXIT_INVALID_STATE}  the task's status does not allow the request (cancel a finished task,
+     requeue a queued one)
 """
 
 
-class UserError(Exception):
-    """An error caused by the command's input, printed as one line."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_USAGE):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="litequeue", description="A task queue stored in one SQLite file.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -56,12 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(commands)
     _add_enqueue(commands)
     _add_show(commands)
+    cli_ops.add_parsers(commands)
     return parser
-
-
-def _db_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", default=None, metavar="PATH",
-                        help="database file (default: $LITEQUEUE_DB, else ./litequeue.db)")
 
 
 def _add_worker(commands) -> None:
@@ -73,7 +70,7 @@ def _add_worker(commands) -> None:
                     f"Exit codes: {EXIT_OK} stopped cleanly, {EXIT_USAGE} invalid options, "
                     f"{EXIT_DATABASE_ERROR} database unusable, {EXIT_UNSUPPORTED_PLATFORM} unsupported platform.",
     )
-    _db_argument(parser)
+    db_argument(parser)
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1, metavar="N",
                         help="number of worker processes")
     parser.add_argument("--queue", action="append", dest="queues", metavar="NAME",
@@ -103,9 +100,20 @@ def _add_worker(commands) -> None:
                         help="delay before the first retry; it doubles each attempt")
     parser.add_argument("--retry-max-delay-s", type=float, default=3600.0, metavar="S",
                         help="longest delay between retries")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop as after a first SIGTERM when the process that started this worker exits "
+                             "(used by litequeue.Worker)")
+    parser.add_argument("--max-output-bytes", type=int, default=DEFAULT_MAX_OUTPUT_BYTES, metavar="N",
+                        help="largest output a generator task may yield; past it the task fails")
+    parser.add_argument("--max-log-bytes", type=int, default=DEFAULT_MAX_LOG_BYTES, metavar="N",
+                        help="largest captured stdout and stderr kept per task; the rest is dropped")
     parser.add_argument("--write-retry-s", type=float, default=30.0, metavar="S",
                         help="seconds a worker process keeps retrying the write that records a finished "
                              "task before it exits and leaves the task to its supervisor")
+    parser.add_argument("--retention", type=duration_type, metavar="DURATION",
+                        default=retention.format_duration(retention.DEFAULT_RETENTION_S),
+                        help="how long finished tasks are kept before the supervisor deletes them, such as "
+                             "30s, 15m, 12h or 7d; 0 keeps them forever")
     parser.add_argument("--start-method", choices=["fork", "forkserver", "spawn"], default=None,
                         help="multiprocessing start method (default: Python's default for this platform)")
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL",
@@ -118,7 +126,7 @@ def _add_enqueue(commands) -> None:
     parser = commands.add_parser("enqueue", help="store a task and print its id",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("task", metavar="TASK", help="dotted path of the task function")
-    _db_argument(parser)
+    db_argument(parser)
     parser.add_argument("--args", default="{}", metavar="JSON", help="keyword arguments as a JSON object")
     parser.add_argument("--queue", default="default", help="queue name")
     parser.add_argument("--priority", type=int, default=0, help="higher runs first")
@@ -129,21 +137,15 @@ def _add_enqueue(commands) -> None:
 
 
 def _add_show(commands) -> None:
-    parser = commands.add_parser("show", help="print every field of a task")
+    parser = add_command(commands, "show", "print every field of a task", [
+        "litequeue show 42 --db jobs.db", "litequeue show 42 --json --db jobs.db | jq .error",
+    ], description="Print every field of one task, with its error (and traceback), output and log in full.")
     parser.add_argument("task_id", type=int, metavar="ID")
-    _db_argument(parser)
+    db_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 # --- commands ------------------------------------------------------------------------------
-
-def _existing_queue(path: Optional[str]) -> Queue:
-    path = path or default_path()
-    if not os.path.exists(path):
-        raise UserError(f"database {os.path.abspath(path)} not found; pass --db or set LITEQUEUE_DB",
-                        EXIT_DATABASE_ERROR)
-    return Queue(path)
-
 
 def run_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
@@ -167,6 +169,10 @@ def run_worker(args: argparse.Namespace) -> int:
         retry_max_s=args.retry_max_delay_s,
         start_method=args.start_method,
         terminal_write_deadline_s=args.write_retry_s,
+        max_output_bytes=args.max_output_bytes,
+        exit_with_parent=args.exit_with_parent,
+        max_log_bytes=args.max_log_bytes,
+        retention_s=args.retention,
         log_level=logging.getLevelName(args.log_level),
     )
     return Supervisor(config).run()
@@ -195,73 +201,41 @@ def run_enqueue(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    queue = _existing_queue(args.db)
+    queue = existing_queue(args.db)
     try:
         task = queue.get(args.task_id)
     finally:
         queue.close()
-    if args.json:
-        print(json.dumps(task.to_dict(), ensure_ascii=False, indent=2))
-    else:
-        print(format_task(task))
+    print(to_json(task.to_dict()) if args.json else format_task(task))
     return EXIT_OK
 
 
-def format_time(value: Optional[float]) -> str:
-    if value is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(value).astimezone().isoformat(timespec="milliseconds")
-
-
-def format_task(task: Task) -> str:
-    lines = [
-        f"id:          {task.id}",
-        f"task:        {task.task}",
-        f"queue:       {task.queue}",
-        f"status:      {task.status.value}",
-        f"args:        {json.dumps(task.args, ensure_ascii=False)}",
-        f"priority:    {task.priority}",
-        f"attempts:    {task.attempts} (max retries {task.max_retries})",
-        f"timeout_s:   {'-' if task.timeout_s is None else format(task.timeout_s, 'g')}",
-        f"created:     {format_time(task.created)}",
-        f"run_at:      {format_time(task.run_at)}",
-        f"started:     {format_time(task.started)}",
-        f"finished:    {format_time(task.finished)}",
-        f"modified:    {format_time(task.modified)}",
-        f"worker:      {'-' if task.worker_pid is None else f'PID {task.worker_pid} on {task.worker_host}'}",
-        f"result:      {json.dumps(task.result, ensure_ascii=False)}",
-    ]
-    for name in ("error", "output", "log"):
-        value = getattr(task, name)
-        if value:
-            lines.append(f"{name}:")
-            lines.extend("  " + line for line in value.rstrip("\n").splitlines())
-    return "\n".join(lines)
-
-
-COMMANDS = {"worker": run_worker, "enqueue": run_enqueue, "show": run_show}
+COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
+    "worker": run_worker, "enqueue": run_enqueue, "show": run_show, **cli_ops.COMMANDS,
+}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line and return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "worker":
+        # Library warnings (such as an orphan being recovered) would repeat what the command
+        # prints, so only errors reach stderr.
+        logging.basicConfig(level=logging.ERROR, format="litequeue: %(levelname)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
-        return _fail(str(exc), exc.exit_code)
+        return report_error(str(exc), exc.exit_code)
     except TaskNotFoundError as exc:
-        return _fail(str(exc), EXIT_NOT_FOUND)
+        return report_error(str(exc), EXIT_NOT_FOUND)
     except TaskStateError as exc:
-        return _fail(str(exc), EXIT_INVALID_STATE)
+        return report_error(str(exc), EXIT_INVALID_STATE)
     except DatabaseError as exc:
-        return _fail(str(exc), EXIT_DATABASE_ERROR)
+        return report_error(str(exc), EXIT_DATABASE_ERROR)
     except UnsupportedPlatformError as exc:
-        return _fail(str(exc), EXIT_UNSUPPORTED_PLATFORM)
+        return report_error(str(exc), EXIT_UNSUPPORTED_PLATFORM)
     except (LitequeueError, InvalidArgsError) as exc:
-        return _fail(str(exc), EXIT_USAGE)
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"litequeue: error: {message}", file=sys.stderr)
-    return code
+        return report_error(str(exc), EXIT_USAGE)
+    except sqlite3.Error as exc:
+        return report_error(describe_error(os.path.abspath(args.db or default_path()), exc), EXIT_DATABASE_ERROR)

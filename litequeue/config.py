@@ -9,6 +9,7 @@ from typing import Optional, Tuple
 from .errors import InvalidOptionError
 from .execution import DEFAULT_MAX_LOG_BYTES, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_RESULT_BYTES
 from .monitor import DEFAULT_LEASE_S
+from .retention import DEFAULT_RETENTION_S
 from .validation import check_seconds
 
 TASK_TIMEOUT_ENV = "LITEQUEUE_TASK_TIMEOUT"
@@ -56,8 +57,12 @@ class WorkerConfig:
     max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    # Stop (as after a first SIGTERM) when the process that started the supervisor exits.
+    exit_with_parent: bool = False
     # Seconds the storage layer keeps retrying a terminal write before the worker process exits.
     terminal_write_deadline_s: float = 30.0
+    # Seconds finished tasks are kept before the supervisor's periodic purge deletes them; 0 disables it.
+    retention_s: float = DEFAULT_RETENTION_S
 
     def __post_init__(self):
         if isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int) or self.concurrency < 1:
@@ -70,8 +75,12 @@ class WorkerConfig:
                 f"invalid max_tasks_per_child {self.max_tasks_per_child!r}: use an integer >= 0 (0: no limit)"
             )
         for name in ("timeout_s", "grace_s", "abort_grace_s", "retry_base_s", "retry_max_s",
-                     "terminal_write_deadline_s"):
+                     "terminal_write_deadline_s", "retention_s"):
             check_seconds(name, getattr(self, name))
+        for name in ("max_log_bytes", "max_output_bytes", "max_result_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidOptionError(f"invalid {name} {value!r}: use a positive number of bytes")
         for name in ("poll_interval_s", "orphan_check_interval_s", "heartbeat_interval_s", "lease_s"):
             if not check_seconds(name, getattr(self, name)) > 0:
                 raise InvalidOptionError(f"invalid {name} {getattr(self, name)!r}: use a number of seconds > 0")

@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 from . import signals
 from .errors import TaskNotAllowedError
 from .status import Task
+from .storage import previous_attempt_section
 from .validation import check_allowed, to_json
 
 DEFAULT_MAX_LOG_BYTES = 1024 * 1024
@@ -55,9 +56,10 @@ class Outcome:
 class LimitedTextBuffer(io.TextIOBase):
     """A text stream that keeps at most ``max_bytes`` (UTF-8) and marks what it dropped."""
 
-    def __init__(self, max_bytes: int):
+    def __init__(self, max_bytes: int, prefix: str = ""):
         super().__init__()
         self.max_bytes = max_bytes
+        self._prefix = prefix  # put before the captured text and not counted against max_bytes
         self._parts: list = []
         self._size = 0
         self._dropped = 0
@@ -80,7 +82,7 @@ class LimitedTextBuffer(io.TextIOBase):
         return len(text)
 
     def getvalue(self) -> str:
-        text = "".join(self._parts)
+        text = self._prefix + "".join(self._parts)
         if self._dropped:
             text += f"\n[litequeue: {self._dropped} more bytes of log dropped at the {self.max_bytes}-byte limit]\n"
         return text
@@ -164,7 +166,8 @@ def run_task(
     ``abortable(True)`` is called while user code runs, so that an abort signal raises
     TaskAborted only there and never inside litequeue's own database writes.
     """
-    log = LimitedTextBuffer(max_log_bytes)
+    # A requeued task's log starts with its previous attempt, which this attempt's log keeps.
+    log = LimitedTextBuffer(max_log_bytes, prefix=previous_attempt_section(task.log))
     try:
         check_allowed(task.task, allowed, allow_setting)
         function = import_task_function(task.task)

@@ -115,6 +115,23 @@ def same_host_owner_alive(pid: int, start_token: Optional[str]) -> Optional[bool
     return info.start_token == start_token
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def signal_on_parent_death(signum: int) -> bool:
+    """Ask Linux to send ``signum`` to this process when its parent dies.
+
+    Returns False where the platform offers no such request; callers then watch
+    ``os.getppid()`` instead.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signum)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 # --- macOS --------------------------------------------------------------------------------
 # NOTE: the macOS path reads struct kinfo_proc through sysctl with offsets for 64-bit macOS;
 # it has not been run on macOS by this project's CI, which is Linux only.

@@ -150,9 +150,26 @@ def detect_orphaned_tasks(
             continue
         if owner_is_alive(db, task, now=time.time(), lease_s=lease_s, local_host_id=local_host_id):
             continue
+        if _supervisor_will_record(db, task, local_host_id):
+            continue
         if _recover_orphan(db, task, lease_s, local_host_id, retry_policy):
             recovered.append(task.task_id)
     return recovered
+
+
+def _supervisor_will_record(db: Database, task: storage.ProgressTask, local_host_id: str) -> bool:
+    """Return whether the dead owner's own supervisor is alive on this host.
+
+    That supervisor records the exit with the exit code, which says more than the orphan
+    message, so another supervisor leaves the task to it.
+    """
+    if task.host_id != local_host_id:
+        return False
+    row = db.execute("get_supervisor_of_worker", sql.GET_SUPERVISOR_OF_WORKER, (task.host_id, task.pid)).fetchone()
+    if row is None:
+        return False
+    supervisor_pid, start_token = row
+    return liveness.same_host_owner_alive(supervisor_pid, start_token) is True
 
 
 def _recover_orphan(db: Database, seen: storage.ProgressTask, lease_s: float,

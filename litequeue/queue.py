@@ -7,16 +7,18 @@ import sqlite3
 import time
 from typing import Any, Callable, Iterable, List, Optional, Union
 
-from . import storage, wakeup
-from .connection import DEFAULT_BUSY_TIMEOUT_S, Database, is_busy_error
+from . import inspection, storage, wakeup
+from .connection import DEFAULT_BUSY_TIMEOUT_S, Database, describe_error, is_busy_error
 from .errors import DatabaseError, InvalidOptionError, PayloadTooLargeError, TaskWaitTimeout
 from .status import Task, TaskStatus
 from .validation import (
     DEFAULT_MAX_ARGS_BYTES, allowed_patterns, check_allowed, check_max_retries, check_priority,
-    check_queue_name, check_seconds, encode_args, resolve_run_at, task_path_of,
+    check_queue_name, check_seconds, check_task_ids, check_unique_key, encode_args, resolve_run_at,
+    task_path_of,
 )
 
-_ENQUEUE_KEYWORDS = {"task", "args", "queue", "priority", "delay_s", "run_at", "timeout_s", "max_retries"}
+_ENQUEUE_KEYWORDS = {"task", "args", "queue", "priority", "delay_s", "run_at", "timeout_s", "max_retries",
+                     "unique_key", "after"}
 
 
 class Queue:
@@ -67,15 +69,19 @@ class Queue:
 
     # --- enqueue -------------------------------------------------------------------------
 
-    def _prepare(self, task: Union[str, Callable], args: Optional[dict], queue: str = "default",
+    def _prepare(self, task: Union[str, Callable], args: Optional[dict] = None, queue: str = "default",
                  priority: int = 0, delay_s: float = 0, run_at: Any = None,
-                 timeout_s: Optional[float] = None, max_retries: int = 0, *, now: float) -> tuple:
+                 timeout_s: Optional[float] = None, max_retries: int = 0,
+                 unique_key: Optional[str] = None, after: Iterable[int] = (), *,
+                 now: float) -> storage.NewTask:
         path = task_path_of(task)
         check_allowed(path, self.allowed_tasks)
-        return (
-            check_queue_name(queue), path, encode_args(args, self._max_args_bytes()),
-            check_priority(priority), resolve_run_at(now, delay_s, run_at),
-            check_max_retries(max_retries), check_seconds("timeout_s", timeout_s, allow_none=True),
+        return storage.NewTask(
+            queue=check_queue_name(queue), task=path, args_json=encode_args(args, self._max_args_bytes()),
+            priority=check_priority(priority), run_at=resolve_run_at(now, delay_s, run_at),
+            max_retries=check_max_retries(max_retries),
+            timeout_s=check_seconds("timeout_s", timeout_s, allow_none=True),
+            unique_key=check_unique_key(unique_key), after=check_task_ids("after", after),
         )
 
     def _max_args_bytes(self) -> int:
@@ -85,9 +91,13 @@ class Queue:
             return min(self.max_args_bytes, conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) - 1)
         return self.max_args_bytes
 
-    def _insert(self, rows: List[tuple], now: float) -> List[int]:
+    def _insert(self, tasks: List[storage.NewTask], now: float,
+                connection: Optional[sqlite3.Connection] = None) -> List[int]:
         try:
-            ids = self.database.write("enqueue", lambda db: storage.insert_tasks_in(db, rows, now))
+            if connection is not None:
+                ids = storage.insert_tasks_in(_ForeignConnection(connection, self.path), tasks, now)
+            else:
+                ids = self.database.write("enqueue", lambda db: storage.insert_tasks_in(db, tasks, now))
         except (sqlite3.DataError, sqlite3.OperationalError) as exc:
             if "too big" in str(exc).lower():
                 raise PayloadTooLargeError(
@@ -96,7 +106,7 @@ class Queue:
                 ) from exc
             if is_busy_error(exc):
                 raise
-            raise DatabaseError(f"enqueue into {self.path} failed: {exc}") from exc
+            raise DatabaseError(f"enqueue failed: {describe_error(self.path, exc)}") from exc
         self._notifier.notify()
         return ids
 
@@ -111,6 +121,9 @@ class Queue:
         run_at: Any = None,
         timeout_s: Optional[float] = None,
         max_retries: int = 0,
+        unique_key: Optional[str] = None,
+        after: Iterable[int] = (),
+        connection: Optional[sqlite3.Connection] = None,
     ) -> int:
         """Store one task and return its id.
 
@@ -123,15 +136,28 @@ class Queue:
             run_at: When the task becomes eligible: an aware datetime or a Unix time.
             timeout_s: Seconds the task may run; None uses the worker's default, 0 disables.
             max_retries: Failed attempts that are retried with back-off before the task fails.
+            unique_key: While a queued or running task has this key, return its id instead of
+                adding another task. The database enforces it, across processes too.
+            after: Ids of tasks that must complete before this one may run. If one of them
+                fails or is cancelled, this task is cancelled with a message naming it.
+            connection: Your own sqlite3 connection to this same database file. The task is
+                inserted inside your current transaction and exists only if you commit it.
 
         Raises:
             InvalidTaskError, InvalidArgsError, PayloadTooLargeError, InvalidOptionError,
-            TaskNotAllowedError: The call is rejected and nothing is stored.
+            TaskNotAllowedError, TaskNotFoundError (an id in ``after``): The call is rejected
+            and nothing is stored.
             DatabaseError: The database cannot be written; nothing is stored.
         """
         now = time.time()
-        row = self._prepare(task, args, queue, priority, delay_s, run_at, timeout_s, max_retries, now=now)
-        return self._insert([row], now)[0]
+        new = self._prepare(task, args, queue, priority, delay_s, run_at, timeout_s, max_retries,
+                            unique_key, after, now=now)
+        return self._insert([new], now, connection)[0]
+
+    def notify(self) -> None:
+        """Wake idle workers now, for example after committing your own transaction that
+        enqueued tasks through ``connection=``. Without it they find the tasks at their next poll."""
+        self._notifier.notify()
 
     def enqueue_many(self, calls: Iterable[Union[tuple, dict]]) -> List[int]:
         """Store many tasks in one transaction (all or none) and return their ids in order.
@@ -203,11 +229,23 @@ class Queue:
     def requeue(self, task_id: int) -> None:
         """Put a failed or cancelled task back to queued, with its attempts reset.
 
+        Its error, output and log move into a "previous attempt" section at the start of
+        ``log``, which later attempts keep in front of their own captured output.
+
         Raises:
             TaskNotFoundError, TaskStateError (the task is queued, running or completed).
         """
-        storage.requeue(self.database, _check_id(task_id))
+        storage.requeue_keeping_history(self.database, _check_id(task_id))
         self._notifier.notify()
+
+    def requeue_failed(self, *, queue: Optional[str] = None, task: Optional[str] = None) -> List[int]:
+        """Requeue every failed task, optionally only of one queue or task path, as
+        :meth:`requeue` does, and return their ids, oldest first."""
+        ids = inspection.failed_task_ids(self.database, queue=queue, task=task)
+        requeued = storage.requeue_failed_keeping_history(self.database, ids)
+        if requeued:
+            self._notifier.notify()
+        return requeued
 
     def list(self, status: Union[str, TaskStatus, None] = None, queue: Optional[str] = None,
              limit: int = 100, *, task: Optional[str] = None) -> List[Task]:
@@ -222,6 +260,24 @@ class Queue:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidOptionError(f"invalid limit {limit!r}: use an integer >= 0")
         return storage.list_tasks(self.database, status=status, queue=queue, task=task, limit=limit)
+
+    def pause(self, queue: str) -> None:
+        """Pause a queue: its queued tasks stay queued and no worker claims them until resumed.
+        Tasks already running finish normally."""
+        storage.pause_queue(self.database, check_queue_name(queue), time.time())
+
+    def resume(self, queue: str) -> None:
+        """Resume a paused queue; resuming one that is not paused does nothing."""
+        storage.resume_queue(self.database, check_queue_name(queue))
+        self._notifier.notify()
+
+    def paused_queues(self) -> List[str]:
+        """Return the names of the paused queues."""
+        return storage.paused_queues(self.database)
+
+    def dependencies(self, task_id: int) -> List[int]:
+        """Return the ids of the tasks that ``task_id`` was enqueued to wait for."""
+        return storage.dependencies_of(self.database, _check_id(task_id))
 
     def counts(self) -> dict:
         """Return the number of tasks in each status; all five statuses are keys."""
@@ -239,6 +295,26 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"Queue({self.path!r})"
+
+
+class _ForeignConnection:
+    """Runs litequeue's named statements on a caller's own connection, inside its transaction."""
+
+    def __init__(self, connection: sqlite3.Connection, expected_path: str):
+        if not isinstance(connection, sqlite3.Connection):
+            raise InvalidOptionError(f"invalid connection {connection!r}: pass a sqlite3.Connection")
+        attached = connection.execute("PRAGMA database_list").fetchall()
+        main_file = next((row[2] for row in attached if row[1] == "main"), "")
+        if not main_file or not os.path.exists(main_file) or not os.path.samefile(main_file, expected_path):
+            raise InvalidOptionError(
+                f"connection is open on {main_file or 'an in-memory database'!r}, not on the queue's "
+                f"database {expected_path}; open it on the same file"
+            )
+        self.connection = connection
+        self.path = expected_path
+
+    def execute(self, name: str, statement: str, parameters=()) -> sqlite3.Cursor:
+        return self.connection.execute(statement, parameters)
 
 
 def _check_id(task_id: Any) -> int:

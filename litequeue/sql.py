@@ -5,7 +5,7 @@ they expect in their WHERE clause, so a late or repeated write matches no row in
 overwriting a newer state.
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry upgrades the schema from version (index) to version (index + 1).
 MIGRATIONS = [
@@ -61,6 +61,33 @@ MIGRATIONS = [
         PRIMARY KEY (host_id, pid)
     );
     """,
+    # Version 2: unique keys, dependencies, paused queues and periodic schedules.
+    """
+    ALTER TABLE tasks ADD COLUMN unique_key TEXT;
+    -- How many tasks this one still waits for; only tasks waiting for none can be claimed.
+    ALTER TABLE tasks ADD COLUMN waiting_on INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX tasks_claim_order;
+    CREATE INDEX tasks_claim_order ON tasks (queue, priority DESC, run_at, id)
+        WHERE status = 'queued' AND waiting_on = 0;
+    -- At most one queued or running task per unique key, enforced by the database.
+    CREATE UNIQUE INDEX tasks_unique_active ON tasks (unique_key)
+        WHERE unique_key IS NOT NULL AND status IN ('queued', 'progress');
+    CREATE TABLE task_dependencies (
+        depends_on INTEGER NOT NULL,
+        task_id INTEGER NOT NULL,
+        PRIMARY KEY (depends_on, task_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX task_dependencies_by_task ON task_dependencies (task_id);
+    CREATE TABLE paused_queues (
+        queue TEXT PRIMARY KEY,
+        paused_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        last_run_at REAL NOT NULL,
+        modified REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 # --- connection set-up -------------------------------------------------------------------
@@ -84,23 +111,59 @@ ROLLBACK = "ROLLBACK"
 
 TASK_COLUMNS = (
     "id, queue, task, args, status, priority, run_at, created, modified, started, finished, "
-    "attempts, max_retries, timeout_s, worker_pid, worker_host, result, log, error"
+    "attempts, max_retries, timeout_s, worker_pid, worker_host, result, log, error, "
+    "unique_key, waiting_on"
 )
 
+# A task whose unique key is taken by a queued or running task is not inserted (rowcount 0).
 INSERT_TASK = """
     INSERT INTO tasks (queue, task, args, status, priority, run_at, created, modified,
-                       max_retries, timeout_s)
-    VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)
+                       max_retries, timeout_s, unique_key, waiting_on, error, finished)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT DO NOTHING
 """
+
+GET_ACTIVE_BY_UNIQUE_KEY = """
+    SELECT id FROM tasks WHERE unique_key = ? AND status IN ('queued', 'progress')
+"""
+
+GET_STATUS = "SELECT status FROM tasks WHERE id = ?"
+
+INSERT_DEPENDENCY = "INSERT OR IGNORE INTO task_dependencies (depends_on, task_id) VALUES (?, ?)"
+
+# A completed task releases the tasks that wait for it.
+RELEASE_DEPENDENTS = """
+    UPDATE tasks SET waiting_on = waiting_on - 1, modified = ?
+    WHERE status = 'queued' AND waiting_on > 0
+      AND id IN (SELECT task_id FROM task_dependencies WHERE depends_on = ?)
+"""
+
+# A task that failed or was cancelled for good cancels the tasks still waiting for it.
+CANCEL_DEPENDENTS = """
+    UPDATE tasks
+    SET status = 'cancelled', finished = ?, modified = ?,
+        error = 'Cancelled: task ' || ? || ', which this task depends on, ended ' || ?
+    WHERE status = 'queued' AND waiting_on > 0
+      AND id IN (SELECT task_id FROM task_dependencies WHERE depends_on = ?)
+    RETURNING id
+"""
+
+LIST_DEPENDENCIES = "SELECT depends_on FROM task_dependencies WHERE task_id = ? ORDER BY depends_on"
+
+PAUSE_QUEUE = "INSERT OR IGNORE INTO paused_queues (queue, paused_at) VALUES (?, ?)"
+RESUME_QUEUE = "DELETE FROM paused_queues WHERE queue = ?"
+LIST_PAUSED_QUEUES = "SELECT queue FROM paused_queues ORDER BY queue"
 
 # One statement claims and records the owner, so a claimed task always has an owner.
 CLAIM_TASK = f"""
     UPDATE tasks
-    SET status = 'progress', worker_pid = ?, worker_host = ?, worker_host_id = ?,
-        worker_start = ?, started = ?, modified = ?, attempts = attempts + 1, finished = NULL
+    SET status = 'progress', worker_pid = :pid, worker_host = :host, worker_host_id = :host_id,
+        worker_start = :start_token, started = :now, modified = :now, attempts = attempts + 1,
+        finished = NULL
     WHERE id = (
         SELECT id FROM tasks
-        WHERE status = 'queued' AND queue = ? AND run_at <= ?
+        WHERE status = 'queued' AND waiting_on = 0 AND queue = :queue AND run_at <= :now
+          AND NOT EXISTS (SELECT 1 FROM paused_queues WHERE queue = :queue)
         ORDER BY priority DESC, run_at, id
         LIMIT 1
     )
@@ -110,12 +173,15 @@ CLAIM_TASK = f"""
 # Read-only probe used while idle, so polling never takes the write lock.
 HAS_ELIGIBLE_TASK = """
     SELECT 1 FROM tasks
-    WHERE status = 'queued' AND queue = ? AND run_at <= ?
+    WHERE status = 'queued' AND waiting_on = 0 AND queue = :queue AND run_at <= :now
+      AND NOT EXISTS (SELECT 1 FROM paused_queues WHERE queue = :queue)
     LIMIT 1
 """
 
 NEXT_RUN_AT = """
-    SELECT min(run_at) FROM tasks WHERE status = 'queued' AND queue = ?
+    SELECT min(run_at) FROM tasks
+    WHERE status = 'queued' AND waiting_on = 0 AND queue = :queue
+      AND NOT EXISTS (SELECT 1 FROM paused_queues WHERE queue = :queue)
 """
 
 OWNER_FENCE = """
@@ -194,7 +260,7 @@ CANCEL_RUNNING = """
 REQUEUE_TASK = """
     UPDATE tasks
     SET status = 'queued', run_at = ?, modified = ?, finished = NULL, started = NULL,
-        attempts = 0, worker_pid = NULL, worker_host = NULL, worker_host_id = NULL, worker_start = NULL,
+        attempts = 0, waiting_on = 0, worker_pid = NULL, worker_host = NULL, worker_host_id = NULL, worker_start = NULL,
         error = NULL, result = NULL
     WHERE id = ? AND status IN ('failed', 'cancelled')
 """
@@ -235,6 +301,16 @@ GET_WORKER_HEARTBEAT = """
     SELECT heartbeat, start_token FROM workers WHERE host_id = ? AND pid = ?
 """
 
+# The supervisor of a worker process, with the start token that proves it is still that process.
+GET_SUPERVISOR_OF_WORKER = """
+    SELECT supervisor.pid, supervisor.start_token
+    FROM workers AS worker
+    JOIN workers AS supervisor
+      ON supervisor.host_id = worker.host_id AND supervisor.pid = worker.supervisor_pid
+    WHERE worker.host_id = ? AND worker.pid = ? AND worker.role = 'worker'
+      AND supervisor.role = 'supervisor'
+"""
+
 DELETE_WORKER = "DELETE FROM workers WHERE host_id = ? AND pid = ?"
 
 # A worker row goes only once no task names it as owner, so cleanup never hides an orphan.
@@ -252,3 +328,109 @@ LIST_WORKERS = """
     SELECT host_id, pid, host, start_token, role, supervisor_pid, queues, started, heartbeat
     FROM workers ORDER BY host, supervisor_pid, role DESC, pid
 """
+
+# --- operations: listing, statistics, workers, requeue history, purge ----------------------
+# Statements behind the operations commands of the command line (litequeue.inspection and
+# litequeue.retention) and the supervisor's periodic purge.
+
+# Every task column except output and log, which can hold megabytes per task.
+TASK_SUMMARY_COLUMNS = (
+    "id, queue, task, args, status, priority, run_at, created, modified, started, finished, "
+    "attempts, max_retries, timeout_s, worker_pid, worker_host, result, error"
+)
+
+# A negative :limit means no limit in SQLite.
+LIST_TASK_SUMMARIES = f"""
+    SELECT {TASK_SUMMARY_COLUMNS} FROM tasks
+    WHERE (:status IS NULL OR status = :status)
+      AND (:queue IS NULL OR queue = :queue)
+      AND (:task IS NULL OR task = :task)
+    ORDER BY id DESC
+    LIMIT :limit
+"""
+
+COUNT_BY_QUEUE_AND_STATUS = "SELECT queue, status, count(*) FROM tasks GROUP BY queue, status"
+
+OLDEST_QUEUED_BY_QUEUE = """
+    SELECT queue, min(created) FROM tasks WHERE status = 'queued' GROUP BY queue
+"""
+
+# NOTE: no index covers `finished`, so this reads every completed and failed task. The
+# periodic purge keeps that set to the retention period.
+COUNT_FINISHED_SINCE = """
+    SELECT status, count(*), coalesce(sum(finished >= :minute_ago), 0) FROM tasks
+    WHERE status IN ('completed', 'failed') AND finished >= :hour_ago
+    GROUP BY status
+"""
+
+# One row per worker with a recent heartbeat and per task it owns, joined through the
+# tasks_in_progress index. A worker that runs nothing gets one row with NULL task columns. Each supervisor comes before
+# its worker processes, because 'supervisor' sorts before 'worker'.
+LIST_LIVE_WORKERS_WITH_TASKS = """
+    SELECT workers.host, workers.host_id, workers.pid, workers.start_token, workers.role,
+           workers.supervisor_pid, workers.queues, workers.started, workers.heartbeat,
+           tasks.id, tasks.queue, tasks.task, tasks.started
+    FROM workers
+    LEFT JOIN tasks
+        ON tasks.status = 'progress' AND tasks.worker_host_id = workers.host_id
+       AND tasks.worker_pid = workers.pid
+    WHERE workers.heartbeat >= ?
+    ORDER BY workers.host, workers.supervisor_pid, workers.role, workers.pid, tasks.id
+"""
+
+LIST_RUNNING_TASKS = """
+    SELECT id, queue, task, started, attempts, worker_pid, worker_host FROM tasks
+    WHERE status = 'progress'
+    ORDER BY started, id
+    LIMIT ?
+"""
+
+# Sorts every failed task, because no index covers `finished` (see COUNT_FINISHED_SINCE).
+LIST_LATEST_FAILURES = """
+    SELECT id, queue, task, finished, error FROM tasks
+    WHERE status = 'failed'
+    ORDER BY finished DESC, id DESC
+    LIMIT ?
+"""
+
+GET_TASK_HISTORY = """
+    SELECT status, attempts, started, finished, error, log FROM tasks WHERE id = ?
+"""
+
+# Written just before REQUEUE_TASK in the same transaction, with the same status check.
+SET_REQUEUED_LOG = """
+    UPDATE tasks SET log = ? WHERE id = ? AND status IN ('failed', 'cancelled')
+"""
+
+LIST_FAILED_IDS = """
+    SELECT id FROM tasks
+    WHERE status = 'failed'
+      AND (:queue IS NULL OR queue = :queue)
+      AND (:task IS NULL OR task = :task)
+    ORDER BY id
+"""
+
+# {statuses} is a list of placeholders for finished statuses. Without ORDER BY, SQLite stops
+# at the first LIMIT matches instead of sorting every candidate. When fewer match, it reads
+# every task in those statuses, because no index covers `finished`.
+SELECT_PURGEABLE_IDS = """
+    SELECT id FROM tasks
+    WHERE status IN ({statuses}) AND coalesce(finished, modified) < ?
+    LIMIT ?
+"""
+
+DELETE_OUTPUT_OF_TASKS = "DELETE FROM task_output WHERE task_id IN ({placeholders})"
+
+DELETE_DEPENDENCIES_OF_TASKS = """
+    DELETE FROM task_dependencies WHERE task_id IN ({placeholders}) OR depends_on IN ({placeholders})
+"""
+
+# The status check repeats here so that this statement alone never deletes a queued or
+# running task. The unary + keeps SQLite from choosing the status index for this term, which
+# would scan every finished task instead of looking up the listed ids.
+DELETE_FINISHED_TASKS = """
+    DELETE FROM tasks
+    WHERE id IN ({placeholders}) AND +status IN ('completed', 'failed', 'cancelled')
+"""
+
+VACUUM = "VACUUM"

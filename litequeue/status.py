@@ -58,6 +58,9 @@ class Task:
     output: str
     log: str
     error: Optional[str]
+    unique_key: Optional[str] = None
+    #: How many tasks this one still waits for (``after=``); it is claimed only at 0.
+    waiting_on: int = 0
 
     @property
     def is_final(self) -> bool:

@@ -19,10 +19,10 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from . import liveness, monitor, sql, storage
+from . import liveness, monitor, retention, sql, storage
 from .version import __version__
 from .config import WorkerConfig
-from .connection import CHECKPOINT_THRESHOLD_BYTES, Database, is_busy_error
+from .connection import CHECKPOINT_THRESHOLD_BYTES, CHECKPOINT_WAIT_S, Database, is_busy_error
 from .errors import DatabaseError, UnsupportedPlatformError
 from .status import TaskStatus
 from .storage import Claim, RetryPolicy
@@ -39,6 +39,12 @@ EXIT_UNSUPPORTED_PLATFORM = 4
 
 CANCEL_CHECK_INTERVAL_S = 0.5
 CHECKPOINT_INTERVAL_S = 5.0
+# Finished tasks are purged this often, or every retention_s when that is shorter. One run
+# deletes at most PURGE_MAX_BATCHES batches (short transactions), so it holds up the main
+# loop only briefly. A run that stops at that limit runs again after PURGE_BACKLOG_INTERVAL_S.
+PURGE_INTERVAL_S = 600.0
+PURGE_MAX_BATCHES = 20
+PURGE_BACKLOG_INTERVAL_S = 1.0
 # A worker process that exits sooner than this after its start counts as a crash loop.
 QUICK_EXIT_S = 1.0
 MAX_RESTART_DELAY_S = 30.0
@@ -93,6 +99,7 @@ class Supervisor:
         self._signal_read_fd: Optional[int] = None
         self._db_inode: Optional[int] = None
         self.context = multiprocessing.get_context(config.start_method)
+        self.parent_pid = os.getppid()
 
     # --- start and stop --------------------------------------------------------------------
 
@@ -127,11 +134,12 @@ class Supervisor:
     def _log_banner(self) -> None:
         logger.info(
             "litequeue %s supervisor started: PID %s, database %s, concurrency %d, queues %s, "
-            "task timeout %s, start method %s",
+            "task timeout %s, start method %s, finished tasks kept %s",
             __version__, os.getpid(), self.db.path, self.config.concurrency,
             ", ".join(self.config.queues),
             f"{self.config.timeout_s:g} s" if self.config.timeout_s else "off",
             self.context.get_start_method(),
+            retention.format_duration(self.config.retention_s) if self.config.retention_s else "forever",
         )
         logger.info(
             "SQLite %s; WAL-reset guard %s", sqlite3.sqlite_version,
@@ -147,6 +155,15 @@ class Supervisor:
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
+        if self.config.exit_with_parent:
+            liveness.signal_on_parent_death(signal.SIGTERM)
+
+    def _check_parent(self) -> None:
+        # Embedded use (litequeue.Worker): when the application that started this supervisor
+        # is gone, stop as after a first signal. The main loop wakes at least once a second.
+        if self.config.exit_with_parent and not self.stopping and os.getppid() != self.parent_pid:
+            logger.warning("supervisor %s: its parent process %s is gone; stopping", os.getpid(), self.parent_pid)
+            self.signal_count += 1
 
     def _on_stop_signal(self, signum, frame) -> None:
         # Only count: the main loop acts on it.
@@ -160,6 +177,7 @@ class Supervisor:
 
     def _loop(self) -> None:
         while True:
+            self._check_parent()
             if self.stopping and self.stop_deadline is None:
                 self._begin_stop()
             if self.stop_deadline is not None and (
@@ -366,6 +384,9 @@ class Supervisor:
             "cancel check": self._check_cancels,
             "checkpoint": self._checkpoint,
         }
+        if self.config.retention_s > 0:
+            intervals["purge"] = min(PURGE_INTERVAL_S, self.config.retention_s)
+            actions["purge"] = self._purge
         now = self.clock()
         for name, interval_s in intervals.items():
             due = self.next_due.setdefault(name, now + interval_s)
@@ -417,9 +438,18 @@ class Supervisor:
         monitor.detect_orphaned_tasks(self.db, exclude=excluded, lease_s=self.config.lease_s,
                                       retry_policy=self.retry_policy)
 
+    def _purge(self) -> None:
+        result = retention.purge_finished(self.db, self.config.retention_s, max_batches=PURGE_MAX_BATCHES)
+        if result.deleted:
+            logger.info("purged %d finished task(s) older than %s", result.deleted,
+                        retention.format_duration(self.config.retention_s))
+        if result.more:
+            self.next_due["purge"] = self.clock() + PURGE_BACKLOG_INTERVAL_S
+
     def _checkpoint(self) -> None:
-        if self.db.wal_guard and self.db.wal_size() > CHECKPOINT_THRESHOLD_BYTES // 4:
-            self.db.checkpoint("PASSIVE")
+        # Commits checkpoint a large WAL themselves; this catches what a quiet queue leaves.
+        if self.db.wal_size() > CHECKPOINT_THRESHOLD_BYTES // 4:
+            self.db.checkpoint("TRUNCATE", wait_s=CHECKPOINT_WAIT_S)
 
     # --- workers table ---------------------------------------------------------------------
 

@@ -150,6 +150,24 @@ def check_max_retries(value: Any) -> int:
     return value
 
 
+def check_unique_key(key: Any) -> Optional[str]:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key:
+        raise InvalidOptionError(f"invalid unique_key {key!r}: use a non-empty string, or None")
+    return key
+
+
+def check_task_ids(name: str, ids: Any) -> tuple:
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise InvalidOptionError(f"invalid {name} {ids!r}: use a list of task ids")
+    values = tuple(ids)
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidOptionError(f"invalid task id {value!r} in {name}: use positive integers")
+    return tuple(dict.fromkeys(values))
+
+
 def check_queue_name(name: Any) -> str:
     if not isinstance(name, str) or not name.strip():
         raise InvalidOptionError(f"invalid queue name {name!r}: use a non-empty string")

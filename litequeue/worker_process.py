@@ -8,7 +8,6 @@ cancel); it raises TaskAborted inside the task function, and the process then ex
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import importlib
 import json
@@ -35,8 +34,6 @@ logger = logging.getLogger(__name__)
 # WorkerConfig.terminal_write_deadline_s. Its supervisor then records the task as exited.
 EXIT_TERMINAL_WRITE_FAILED = 75
 LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s[%(process)d] %(name)s: %(message)s"
-
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclasses.dataclass
@@ -87,12 +84,7 @@ class WorkerProcess:
     def _die_with_parent(self) -> None:
         # On Linux, ask the kernel for SIGTERM when the supervisor dies, so an idle worker
         # process exits at once instead of at its next poll.
-        if not sys.platform.startswith("linux"):
-            return
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
-        except (OSError, AttributeError):
-            return
+        liveness.signal_on_parent_death(signal.SIGTERM)
         if os.getppid() != self.parent_pid:
             self.stop_requested = True
 

@@ -14,6 +14,7 @@ from typing import Callable, List
 import pytest
 
 import litequeue
+from litequeue.connection import Database
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_DIR = TESTS_DIR.parent
@@ -116,6 +117,14 @@ def queue(db_path: Path):
     q = litequeue.Queue(db_path)
     yield q
     q.close()
+
+
+@pytest.fixture
+def db(db_path: Path, queue):
+    """A second, low-level connection to the same file, for driving the storage layer."""
+    database = Database(db_path)
+    yield database
+    database.close()
 
 
 @pytest.fixture

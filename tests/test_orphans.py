@@ -23,13 +23,6 @@ def claim_as(db: Database, pid: int, start_token: str, host_id: str = None, queu
 
 
 @pytest.fixture
-def db(db_path, queue):
-    database = Database(db_path)
-    yield database
-    database.close()
-
-
-@pytest.fixture
 def failures():
     """Failures recorded in this test process, as (task id, error)."""
     seen = []
@@ -65,8 +58,8 @@ def test_killed_supervisor_tasks_recovered_by_peer(queue, start_supervisor, tmp_
     assert time.monotonic() - killed_at < 0.5 + 2.0
     wait_for(lambda: all("on_failure" in events_for(events_path, t) for t in ids))
     for task_id in ids:
+        assert events_for(events_path, task_id) == ["before_job", "on_failure"]
         failures = [e for e in read_events(events_path) if e["event"] == "on_failure" and e["task_id"] == task_id]
-        assert len(failures) == 1
         assert failures[0]["pid"] == peer.pid
     assert "orphan recovered" in peer.log()
 
@@ -396,3 +389,17 @@ def test_completion_write_failing_for_good_exits(queue, start_supervisor, tmp_pa
     assert follower_task.result == 64
     assert follower_task.worker_pid != faulty_pid
     assert f"cannot record task {task_id}" in supervisor.log()
+
+
+def test_peer_leaves_dead_worker_to_its_live_supervisor(queue, start_supervisor, tmp_path, events_path):
+    marker = tmp_path / "started"
+    task_id = queue.enqueue("sample_tasks.sleep", {"seconds": 60, "marker": str(marker)}, queue="long")
+    owner = start_supervisor("--concurrency", "1", "--queue", "long")
+    start_supervisor("--concurrency", "1", "--queue", "other", "--orphan-check-interval-s", "0.05")
+    worker_pid = int(wait_for(lambda: marker.exists() and marker.read_text()))
+    os.kill(worker_pid, signal.SIGKILL)
+    task = queue.wait(task_id, timeout_s=DEADLINE_S)
+    assert task.error == "Worker subprocess exited with code -9"
+    wait_for(lambda: "on_failure" in events_for(events_path, task_id))
+    failures = [e for e in read_events(events_path) if e["event"] == "on_failure" and e["task_id"] == task_id]
+    assert [e["pid"] for e in failures] == [owner.pid]

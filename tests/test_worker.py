@@ -112,6 +112,47 @@ def test_timeout_fails_task_and_next_runs(queue, start_supervisor, tmp_path, tas
     assert wait_final(queue, follower).result == 9
 
 
+def test_timeout_event_sequence(queue, start_supervisor, tmp_path, events_path):
+    task_id = queue.enqueue("sample_tasks.sleep", {"seconds": 60}, timeout_s=0.5)
+    supervisor = start_supervisor("--concurrency", "1")
+    assert wait_final(queue, task_id).error == "Task timed out after 0.5 seconds"
+    wait_for(lambda: "on_failure" in events_for(events_path, task_id))
+    events = [e for e in read_events(events_path) if e["task_id"] == task_id]
+    assert [e["event"] for e in events] == ["before_job", "on_failure"]
+    assert events[0]["pid"] != supervisor.pid
+    assert events[1]["pid"] == supervisor.pid
+    assert events[1]["error"] == "Task timed out after 0.5 seconds"
+
+
+def test_output_over_limit_fails_task(queue, start_supervisor):
+    task_id = queue.enqueue("sample_tasks.stream", {"count": 1000})
+    start_supervisor("--concurrency", "1", "--max-output-bytes", "100")
+    task = wait_final(queue, task_id)
+    assert task.status == TaskStatus.FAILED
+    assert "Task output exceeded the limit of 100 bytes" in task.error
+    assert len(task.output.encode()) <= 100
+
+
+def test_log_over_limit_truncated(queue, start_supervisor):
+    task_id = queue.enqueue("sample_tasks.shout", {"text": "x" * 5000})
+    start_supervisor("--concurrency", "1", "--max-log-bytes", "1000")
+    task = wait_final(queue, task_id)
+    assert task.status == TaskStatus.COMPLETED
+    assert task.log.startswith("stdout: xxx")
+    assert "more bytes of log dropped at the 1000-byte limit" in task.log
+
+
+def test_supervisor_logs_sqlite_version_and_guard(queue, start_supervisor):
+    import sqlite3
+
+    from litequeue.connection import has_wal_reset_bug
+
+    supervisor = start_supervisor("--concurrency", "1")
+    log = wait_for(lambda: "WAL-reset guard" in supervisor.log() and supervisor.log())
+    expected = "WAL-reset guard on" if has_wal_reset_bug() else "WAL-reset guard off"
+    assert f"SQLite {sqlite3.sqlite_version}; {expected}" in log
+
+
 def test_retries_then_success(queue, start_supervisor, tmp_path, events_path):
     runs = tmp_path / "runs"
     task_id = queue.enqueue("sample_tasks.fail_until", {"path": str(runs), "failures": 2}, max_retries=2)
