@@ -440,9 +440,8 @@ _open_databases: "weakref.WeakSet[Database]" = weakref.WeakSet()
 def _leak(obj) -> None:
     """Keep ``obj`` alive until the process ends, even through interpreter shutdown.
 
-    A forked child must never close a connection its parent opened (SQLite's "How To
-    Corrupt" page lists carrying a connection across fork), and garbage collection at exit
-    would close it.
+    SQLite is not fork-safe: a child that closes or writes through a connection its parent
+    opened can corrupt the file, and garbage collection at the child's exit would close it.
     """
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
 
