@@ -16,3 +16,7 @@ __all__ = [
     "InvalidOptionError", "InvalidTaskError", "PayloadTooLargeError", "TaskNotAllowedError",
     "TaskNotFoundError", "TaskStateError", "TaskWaitTimeout", "UnsupportedPlatformError",
 ]
+
+from .errors import InvalidScheduleError
+
+__all__.append("InvalidScheduleError")

@@ -134,3 +134,13 @@ def positive_seconds_type(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}: use a number > 0")
     return value
+
+
+def port_type(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: use an integer from 0 to 65535 (0 picks a free port)")
+    return value

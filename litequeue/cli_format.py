@@ -125,7 +125,8 @@ def format_stats(stats: dict) -> str:
     statuses = [status.value for status in TaskStatus]
     headers = ["QUEUE", *(status.upper() for status in statuses), "OLDEST QUEUED"]
     rows = [
-        (name, *(entry["counts"][status] for status in statuses), format_age(entry["oldest_queued_age_s"]))
+        (name + (" (paused)" if entry.get("paused") else ""), *(entry["counts"][status] for status in statuses),
+         format_age(entry["oldest_queued_age_s"]))
         for name, entry in stats["queues"].items()
     ]
     rows.append(("all queues", *(stats["counts"][status] for status in statuses),
@@ -167,3 +168,24 @@ def format_workers(workers: List[dict], lease_s: float) -> str:
                      tasks or "-"))
     return "\n".join(format_table(("HOST", "PID", "ROLE", "SUPERVISOR", "QUEUES", "HEARTBEAT", "TASK"),
                                   rows, right=(1, 3, 5)))
+
+
+# --- schedules ---------------------------------------------------------------------------------
+
+def format_schedules(entries: List[dict]) -> str:
+    """Format the result of :func:`litequeue.schedule.list_states` as a table."""
+    rows = []
+    for entry in entries:
+        timing = entry["cron"] + " " + entry["timezone"] if entry["cron"] else f"every {entry['interval_s']:g}s"
+        last_run = "-"
+        if entry["last_task_id"] is not None:
+            last_run = f"{format_time(entry['last_task_run_at'])} (task {entry['last_task_id']})"
+        if entry["last_run_at"] is None:
+            next_note = " (no supervisor has checked it yet)"
+        elif entry["missed_runs"]:
+            next_note = f" (runs were missed; missed={entry['missed']})"
+        else:
+            next_note = ""
+        rows.append((entry["name"], entry["task"], entry["queue"], timing, entry["missed"], last_run,
+                     format_time(entry["next_run_at"]) + next_note))
+    return "\n".join(format_table(("NAME", "TASK", "QUEUE", "SCHEDULE", "MISSED", "LAST RUN", "NEXT RUN"), rows))

@@ -1,9 +1,12 @@
-"""The operations commands: list, cancel, requeue, stats, workers, detect-orphans, purge, top."""
+"""The operations commands: list, cancel, requeue, stats, workers, detect-orphans, purge, top,
+pause, resume and schedules."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import shlex
 import sys
 import time
 from typing import Callable, Dict, List
@@ -14,6 +17,10 @@ from .cli_common import (
     duration_type, existing_queue, lease_argument, positive_seconds_type, purge_status_type, report_error,
     status_type, task_id_type,
 )
+from .cli_common import port_type
+from .cli_format import format_schedules
+from . import schedule
+from .validation import check_queue_name
 from .cli_format import format_bytes, format_stats, format_task_list, format_time, format_workers, to_json
 from .errors import TaskNotFoundError, TaskStateError
 from .queue import Queue
@@ -23,8 +30,9 @@ from .status import TaskStatus
 def add_parsers(commands) -> None:
     """Add the parser of every operations command to the ``commands`` subparsers."""
     for add in (_add_list, _add_cancel, _add_requeue, _add_stats, _add_workers, _add_detect_orphans,
-                _add_purge, _add_top):
+                _add_purge, _add_top, _add_pause, _add_resume, _add_schedules):
         add(commands)
+    _add_dashboard(commands)
 
 
 def _add_list(commands) -> None:
@@ -76,7 +84,8 @@ def _add_stats(commands) -> None:
         "litequeue stats --db jobs.db", "litequeue stats --json --db jobs.db | jq .counts.failed",
     ], description="Print the number of tasks per queue and status, the age of the oldest queued task "
                    "(since it was enqueued), the tasks completed and failed in the last minute and hour, "
-                   "and the number of live supervisors and worker processes.")
+                   "and the number of live supervisors and worker processes. Paused queues are marked "
+                   "'(paused)'.")
     db_argument(parser)
     lease_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -138,6 +147,38 @@ def _add_top(commands) -> None:
                         help="seconds between frames (default: %(default)g)")
     parser.add_argument("--once", action="store_true",
                         help="print one frame without escape sequences and exit; works without a terminal")
+
+
+def _add_pause(commands) -> None:
+    parser = add_command(commands, "pause", "stop workers from claiming the tasks of queues", [
+        "litequeue pause reports --db jobs.db", "litequeue pause reports emails --db jobs.db",
+    ], description="Pause queues: their queued tasks stay queued and no worker claims them until "
+                   "'litequeue resume'. Tasks already running finish normally, and tasks can still be "
+                   "enqueued. A queue can be paused before it has any task.")
+    parser.add_argument("queues", nargs="+", metavar="QUEUE", help="name of a queue to pause")
+    db_argument(parser)
+
+
+def _add_resume(commands) -> None:
+    parser = add_command(commands, "resume", "let workers claim the tasks of paused queues again", [
+        "litequeue resume reports --db jobs.db", "litequeue resume reports emails --db jobs.db",
+    ], description="Resume paused queues: workers claim their queued tasks again, and idle workers "
+                   "on this host are woken at once. Resuming a queue that is not paused changes nothing.")
+    parser.add_argument("queues", nargs="+", metavar="QUEUE", help="name of a queue to resume")
+    db_argument(parser)
+
+
+def _add_schedules(commands) -> None:
+    parser = add_command(commands, "schedules", "print periodic schedules with their last and next run", [
+        "litequeue schedules --import myapp.schedules --db jobs.db",
+        "litequeue schedules --import myapp.schedules --json --db jobs.db",
+    ], description="Import the modules that register periodic schedules (those the worker gets with "
+                   "--import) and print each schedule: name, task, queue, timing, missed-run policy, "
+                   "the last run a supervisor enqueued, and when the next run is due.")
+    parser.add_argument("--import", action="append", dest="imports", required=True, metavar="MODULE",
+                        help="module that registers schedules with litequeue.schedule; repeatable")
+    db_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON array")
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -204,8 +245,7 @@ def _for_each_id(task_ids: List[int], action: Callable[[int], str]) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     with existing_queue(args.db) as queue:
-        stats = {"database": queue.path,
-                 **inspection.queue_stats(queue.database, now=time.time(), lease_s=args.lease_s)}
+        stats = inspection.stats_document(queue.database, now=time.time(), lease_s=args.lease_s)
     print(to_json(stats) if args.json else format_stats(stats))
     return EXIT_OK
 
@@ -256,7 +296,111 @@ def run_top(args: argparse.Namespace) -> int:
         return top.run(queue.database, once=args.once, interval_s=args.interval_s, lease_s=args.lease_s)
 
 
+def run_pause(args: argparse.Namespace) -> int:
+    names = [check_queue_name(name) for name in dict.fromkeys(args.queues)]
+    with existing_queue(args.db) as queue:
+        paused_before = set(queue.paused_queues())
+        for name in names:
+            queue.pause(name)
+            if name in paused_before:
+                print(f"queue {name} was already paused")
+            else:
+                print(f"queue {name} paused; its queued tasks wait until 'litequeue resume {shlex.quote(name)}'")
+    return EXIT_OK
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    names = [check_queue_name(name) for name in dict.fromkeys(args.queues)]
+    with existing_queue(args.db) as queue:
+        paused_before = set(queue.paused_queues())
+        for name in names:
+            queue.resume(name)
+            if name in paused_before:
+                print(f"queue {name} resumed; workers claim its queued tasks again")
+            else:
+                print(f"queue {name} was not paused")
+    return EXIT_OK
+
+
+def run_schedules(args: argparse.Namespace) -> int:
+    for module in args.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UserError(f"cannot import --import {module!r}: {exc}; check the name and PYTHONPATH") from exc
+    definitions = schedule.registered()
+    with existing_queue(args.db) as queue:
+        entries = schedule.list_states(queue.database, time.time(), definitions)
+    if args.json:
+        print(to_json(entries))
+    elif not entries:
+        print(f"no schedules registered by {', '.join(args.imports)}; register them with "
+              "litequeue.schedule.every() or cron() when the module is imported")
+    else:
+        print(format_schedules(entries))
+    return EXIT_OK
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "list": run_list, "cancel": run_cancel, "requeue": run_requeue, "stats": run_stats,
     "workers": run_workers, "detect-orphans": run_detect_orphans, "purge": run_purge, "top": run_top,
+    "pause": run_pause, "resume": run_resume, "schedules": run_schedules,
 }
+
+
+# --- dashboard -------------------------------------------------------------------------------
+
+def _add_dashboard(commands) -> None:
+    parser = add_command(commands, "dashboard", "serve a live web page of the queue", [
+        "litequeue dashboard --db jobs.db",
+        "litequeue dashboard --db jobs.db --port 9000 --allow-actions",
+        "curl -s http://127.0.0.1:8080/api/stats | jq .counts",
+    ], description="Serve a web page that refreshes every second: tasks per status and queue, tasks "
+                   "finished per minute, running tasks, the latest failures, live workers and paused "
+                   "queues, and every field of a task. It also serves the JSON documents of stats, list, "
+                   "show and workers at /api/stats, /api/tasks, /api/tasks/ID and /api/workers. It is "
+                   "read-only unless --allow-actions. Ctrl-C or SIGTERM stops it with exit code 0.")
+    db_argument(parser)
+    lease_argument(parser)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on; any address other than a loopback one lets other "
+                             "machines read every task (default: %(default)s)")
+    parser.add_argument("--port", type=port_type, default=8080,
+                        help="TCP port to listen on; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--allow-actions", action="store_true",
+                        help="serve the cancel and requeue actions; each request needs the token printed at "
+                             "start-up (or $LITEQUEUE_DASHBOARD_TOKEN) in the X-Litequeue-Token header")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="level of the log on stderr; DEBUG logs every request (default: %(default)s)")
+
+
+def run_dashboard(args: argparse.Namespace) -> int:
+    # Imported here, so that the other commands do not load http.server.
+    from .dashboard import api, server
+    from .worker_process import LOG_FORMAT
+
+    logging.basicConfig(level=args.log_level, format=LOG_FORMAT, force=True)
+    token, token_from_environment = server.resolve_token() if args.allow_actions else (None, False)
+    with existing_queue(args.db) as queue:
+        dashboard_api = api.Api(queue, lease_s=args.lease_s, actions_allowed=args.allow_actions)
+        try:
+            http_server = server.create_server(dashboard_api, args.host, args.port, token)
+        except OSError as exc:
+            raise UserError(f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc}; "
+                            "choose another --host or --port (0 picks a free port)") from exc
+
+        url = f"http://{server.url_host(args.host)}:{http_server.server_address[1]}/"
+        mode = "actions allowed" if args.allow_actions else "read-only"
+        print(f"litequeue dashboard of {queue.path} at {url} ({mode}); Ctrl-C stops it", flush=True)
+        if token_from_environment:
+            print(f"actions need the token from {server.TOKEN_ENVIRONMENT_VARIABLE} in the "
+                  f"{server.TOKEN_HEADER} header", flush=True)
+        elif token is not None:
+            print(f"actions need this token in the {server.TOKEN_HEADER} header: {token}\n"
+                  f"or open {url}#token={token} to use them from the page", flush=True)
+        server.serve(http_server)
+    logging.getLogger(__name__).info("dashboard stopped")
+    return EXIT_OK
+
+
+COMMANDS["dashboard"] = run_dashboard

@@ -47,3 +47,7 @@ class ConnectionProcessError(LitequeueError):
 
 class UnsupportedPlatformError(LitequeueError):
     """Raised when a feature cannot work on this operating system."""
+
+
+class InvalidScheduleError(InvalidOptionError):
+    """Raised when a periodic schedule, its cron expression or its time zone is invalid."""

@@ -48,8 +48,10 @@ def queue_stats(db: Database, *, now: float, lease_s: float) -> dict:
     The result has these keys, with times in seconds:
 
     - ``counts``: tasks per status over all queues, all five statuses included.
-    - ``queues``: for each queue name, its ``counts`` and ``oldest_queued_age_s`` (the age of
-      its oldest queued task since it was enqueued, or None).
+    - ``queues``: for each queue name, its ``counts``, ``oldest_queued_age_s`` (the age of
+      its oldest queued task since it was enqueued, or None) and ``paused``. A paused queue
+      without tasks is listed too.
+    - ``paused_queues``: the names of the paused queues.
     - ``oldest_queued_age_s``: the same over all queues.
     - ``finished_last_minute`` and ``finished_last_hour``: tasks that completed and failed.
     - ``live_supervisors`` and ``live_worker_processes``: the processes that
@@ -61,6 +63,7 @@ def queue_stats(db: Database, *, now: float, lease_s: float) -> dict:
 def _stats_in(db: Database, now: float, lease_s: float) -> dict:
     stats = {"time": now, "lease_s": lease_s}
     stats.update(_counts_in(db, now))
+    stats.update(_paused_in(db, stats["queues"]))
     stats.update(_throughput_in(db, now))
     stats.update(_live_worker_counts_in(db, now, lease_s))
     return stats
@@ -181,3 +184,49 @@ def failed_task_ids(db: Database, *, queue: Optional[str] = None, task: Optional
         return [row[0] for row in rows]
 
     return db.read(read)
+
+
+# --- documents shared by the command line and the dashboard -----------------------------------
+
+def stats_document(db: Database, *, now: float, lease_s: float) -> dict:
+    """Return what ``litequeue stats --json`` prints: ``database`` (the file's absolute path)
+    followed by the keys of :func:`queue_stats`."""
+    return {"database": db.path, **queue_stats(db, now=now, lease_s=lease_s)}
+
+
+def throughput(db: Database, *, now: float, minutes: int, bucket_s: float = 60.0) -> dict:
+    """Return the tasks completed and failed per ``bucket_s`` seconds over the last ``minutes``
+    minutes, by finish time.
+
+    The result has ``time`` (``now``), ``minutes``, ``bucket_s`` and ``buckets``: a list,
+    oldest first, whose last entry ends at ``now``. Each bucket has ``start``, ``end``,
+    ``completed`` and ``failed``, and counts the tasks with ``start < finished <= end``. A task
+    that finished after ``now`` (a clock that runs ahead on another host) counts in the last one.
+    """
+    count = max(1, round(minutes * 60 / bucket_s))
+    parameters = {"now": now, "bucket_s": bucket_s, "since": now - count * bucket_s}
+    rows = db.read(lambda db: db.execute("count_finished_per_bucket", sql.COUNT_FINISHED_PER_BUCKET,
+                                         parameters).fetchall())
+
+    # Row index 0 is the oldest bucket; the query numbers them backwards from now.
+    buckets = [
+        {"start": now - (count - index) * bucket_s, "end": now - (count - 1 - index) * bucket_s,
+         "completed": 0, "failed": 0}
+        for index in range(count)
+    ]
+    for status, age_in_buckets, tasks in rows:
+        # Rounding in ``now - finished`` can put a task just after ``since`` one bucket too far.
+        buckets[count - 1 - min(age_in_buckets, count - 1)][status] += tasks
+    return {"time": now, "minutes": minutes, "bucket_s": bucket_s, "buckets": buckets}
+
+
+# --- paused queues -----------------------------------------------------------------------------
+
+def _paused_in(db: Database, queues: Dict[str, dict]) -> dict:
+    """Mark each entry of ``queues`` as paused or not, adding the paused queues that have no task."""
+    paused = [row[0] for row in db.execute("list_paused_queues", sql.LIST_PAUSED_QUEUES)]
+    for name in paused:
+        queues.setdefault(name, {"counts": _zero_counts(), "oldest_queued_age_s": None})
+    for name, entry in queues.items():
+        entry["paused"] = name in paused
+    return {"queues": dict(sorted(queues.items())), "paused_queues": paused}

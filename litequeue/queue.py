@@ -7,7 +7,7 @@ import sqlite3
 import time
 from typing import Any, Callable, Iterable, List, Optional, Union
 
-from . import inspection, storage, wakeup
+from . import inspection, sql, storage, wakeup
 from .connection import DEFAULT_BUSY_TIMEOUT_S, Database, describe_error, is_busy_error
 from .errors import DatabaseError, InvalidOptionError, PayloadTooLargeError, TaskWaitTimeout
 from .status import Task, TaskStatus
@@ -73,11 +73,13 @@ class Queue:
                  priority: int = 0, delay_s: float = 0, run_at: Any = None,
                  timeout_s: Optional[float] = None, max_retries: int = 0,
                  unique_key: Optional[str] = None, after: Iterable[int] = (), *,
-                 now: float) -> storage.NewTask:
+                 now: float, max_args_bytes: Optional[int] = None) -> storage.NewTask:
         path = task_path_of(task)
         check_allowed(path, self.allowed_tasks)
+        if max_args_bytes is None:
+            max_args_bytes = self._max_args_bytes()
         return storage.NewTask(
-            queue=check_queue_name(queue), task=path, args_json=encode_args(args, self._max_args_bytes()),
+            queue=check_queue_name(queue), task=path, args_json=encode_args(args, max_args_bytes),
             priority=check_priority(priority), run_at=resolve_run_at(now, delay_s, run_at),
             max_retries=check_max_retries(max_retries),
             timeout_s=check_seconds("timeout_s", timeout_s, allow_none=True),
@@ -86,16 +88,18 @@ class Queue:
 
     def _max_args_bytes(self) -> int:
         # SQLite refuses strings longer than SQLITE_LIMIT_LENGTH; check it here for a clear error.
-        conn = self.database.conn
-        if hasattr(conn, "getlimit"):  # Python 3.11+
-            return min(self.max_args_bytes, conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) - 1)
-        return self.max_args_bytes
+        return min(self.max_args_bytes, self.database.max_length - 1)
 
     def _insert(self, tasks: List[storage.NewTask], now: float,
                 connection: Optional[sqlite3.Connection] = None) -> List[int]:
         try:
             if connection is not None:
                 ids = storage.insert_tasks_in(_ForeignConnection(connection, self.path), tasks, now)
+            elif len(tasks) == 1 and storage.is_plain(tasks[0]):
+                ids = [self.database.write_statement("enqueue", sql.INSERT_TASK,
+                                                     storage.insert_parameters(tasks[0], now)).lastrowid]
+            elif all(storage.is_plain(new) for new in tasks):
+                ids = self.database.write("enqueue", lambda db: storage.insert_plain_tasks_in(db, tasks, now))
             else:
                 ids = self.database.write("enqueue", lambda db: storage.insert_tasks_in(db, tasks, now))
         except (sqlite3.DataError, sqlite3.OperationalError) as exc:
@@ -166,6 +170,7 @@ class Queue:
         that includes ``task``.
         """
         now = time.time()
+        max_args_bytes = self._max_args_bytes()
         rows = []
         for index, call in enumerate(calls):
             if isinstance(call, dict):
@@ -175,9 +180,9 @@ class Queue:
                         f"invalid call #{index} {call!r}: a dict needs 'task' and may use only "
                         f"{sorted(_ENQUEUE_KEYWORDS)}"
                     )
-                rows.append(self._prepare(now=now, **call))
+                rows.append(self._prepare(now=now, max_args_bytes=max_args_bytes, **call))
             elif isinstance(call, tuple) and len(call) == 2:
-                rows.append(self._prepare(call[0], call[1], now=now))
+                rows.append(self._prepare(call[0], call[1], now=now, max_args_bytes=max_args_bytes))
             else:
                 raise InvalidOptionError(
                     f"invalid call #{index} {call!r}: use a (task, args) pair or a dict of enqueue arguments"

@@ -5,7 +5,7 @@ they expect in their WHERE clause, so a late or repeated write matches no row in
 overwriting a newer state.
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry upgrades the schema from version (index) to version (index + 1).
 MIGRATIONS = [
@@ -88,6 +88,11 @@ MIGRATIONS = [
         modified REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # Version 3: the task that each schedule enqueued last, for `litequeue schedules`.
+    """
+    ALTER TABLE schedules ADD COLUMN last_task_id INTEGER;
+    ALTER TABLE schedules ADD COLUMN last_task_run_at REAL;
+    """,
 ]
 
 # --- connection set-up -------------------------------------------------------------------
@@ -123,6 +128,9 @@ INSERT_TASK = """
     ON CONFLICT DO NOTHING
 """
 
+# AUTOINCREMENT keeps the largest id ever handed out here.
+GET_TASK_SEQUENCE = "SELECT seq FROM sqlite_sequence WHERE name = 'tasks'"
+
 GET_ACTIVE_BY_UNIQUE_KEY = """
     SELECT id FROM tasks WHERE unique_key = ? AND status IN ('queued', 'progress')
 """
@@ -131,11 +139,13 @@ GET_STATUS = "SELECT status FROM tasks WHERE id = ?"
 
 INSERT_DEPENDENCY = "INSERT OR IGNORE INTO task_dependencies (depends_on, task_id) VALUES (?, ?)"
 
-# A completed task releases the tasks that wait for it.
+# A completed task releases the tasks that wait for it. The unary + keeps SQLite from
+# reading every queued task through the status index instead of the few dependents by id;
+# this runs on every completion, so it must cost one index probe when there are none.
 RELEASE_DEPENDENTS = """
     UPDATE tasks SET waiting_on = waiting_on - 1, modified = ?
-    WHERE status = 'queued' AND waiting_on > 0
-      AND id IN (SELECT task_id FROM task_dependencies WHERE depends_on = ?)
+    WHERE id IN (SELECT task_id FROM task_dependencies WHERE depends_on = ?)
+      AND +status = 'queued' AND waiting_on > 0
 """
 
 # A task that failed or was cancelled for good cancels the tasks still waiting for it.
@@ -143,8 +153,8 @@ CANCEL_DEPENDENTS = """
     UPDATE tasks
     SET status = 'cancelled', finished = ?, modified = ?,
         error = 'Cancelled: task ' || ? || ', which this task depends on, ended ' || ?
-    WHERE status = 'queued' AND waiting_on > 0
-      AND id IN (SELECT task_id FROM task_dependencies WHERE depends_on = ?)
+    WHERE id IN (SELECT task_id FROM task_dependencies WHERE depends_on = ?)
+      AND +status = 'queued' AND waiting_on > 0
     RETURNING id
 """
 
@@ -434,3 +444,50 @@ DELETE_FINISHED_TASKS = """
 """
 
 VACUUM = "VACUUM"
+
+
+# --- dashboard -------------------------------------------------------------------------------
+# Statements used only by the web dashboard (litequeue.dashboard), through litequeue.inspection.
+
+# Completed and failed tasks per status and per bucket of :bucket_s seconds, counted back from
+# :now: bucket 0 contains the tasks with :now - :bucket_s < finished <= :now, bucket 1 the
+# :bucket_s seconds before, and so on. A finish time after :now (a clock that runs ahead on
+# another host) counts in bucket 0. Like COUNT_FINISHED_SINCE, it reads every completed and
+# failed task, because no index covers `finished`.
+COUNT_FINISHED_PER_BUCKET = """
+    SELECT status, max(0, CAST((:now - finished) / :bucket_s AS INTEGER)) AS bucket, count(*)
+    FROM tasks
+    WHERE status IN ('completed', 'failed') AND finished > :since
+    GROUP BY status, bucket
+"""
+
+# --- periodic schedules ------------------------------------------------------------------
+# Statements behind litequeue.schedule. A schedule's last_run_at is its position: the fire
+# time of the latest run that a supervisor enqueued or skipped, or the time a supervisor first
+# saw the schedule. The next run is the schedule's first fire time after it.
+
+LIST_SCHEDULE_POSITIONS = "SELECT name, last_run_at FROM schedules"
+
+GET_SCHEDULE_POSITION = "SELECT last_run_at FROM schedules WHERE name = ?"
+
+# Two supervisors that see a new schedule at once insert one row; the second inserts nothing.
+INSERT_SCHEDULE = """
+    INSERT INTO schedules (name, last_run_at, modified) VALUES (?, ?, ?)
+    ON CONFLICT (name) DO NOTHING
+"""
+
+# Moves the position only from the value that was read, so that a run is taken once even if
+# two writers read the same position.
+ADVANCE_SCHEDULE = """
+    UPDATE schedules SET last_run_at = :position, modified = :now
+    WHERE name = :name AND last_run_at = :expected
+"""
+
+SET_SCHEDULE_LAST_TASK = """
+    UPDATE schedules SET last_task_id = :task_id, last_task_run_at = :run_at, modified = :now
+    WHERE name = :name
+"""
+
+LIST_SCHEDULE_STATES = """
+    SELECT name, last_run_at, modified, last_task_id, last_task_run_at FROM schedules ORDER BY name
+"""

@@ -11,11 +11,11 @@ import json
 import random
 import sqlite3
 import time
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import sql
 from .connection import Database
-from .errors import TaskNotFoundError, TaskStateError
+from .errors import DatabaseError, TaskNotFoundError, TaskStateError
 from .status import Task, TaskStatus
 
 
@@ -112,8 +112,7 @@ def count_by_status(db: Database) -> dict:
 
 # --- enqueue -------------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class NewTask:
+class NewTask(NamedTuple):
     """A validated task, ready to insert."""
 
     queue: str
@@ -138,11 +137,7 @@ def insert_tasks_in(db, tasks: Iterable[NewTask], now: float) -> List[int]:
     ids = []
     for new in tasks:
         status, waiting_on, error = _dependency_state_in(db, new.after)
-        cursor = db.execute("insert_task", sql.INSERT_TASK, (
-            new.queue, new.task, new.args_json, status, new.priority, new.run_at, now, now,
-            new.max_retries, new.timeout_s, new.unique_key, waiting_on, error,
-            now if status == "cancelled" else None,
-        ))
+        cursor = db.execute("insert_task", sql.INSERT_TASK, insert_parameters(new, now, status, waiting_on, error))
         if cursor.rowcount == 0:
             ids.append(db.execute("get_active_by_unique_key", sql.GET_ACTIVE_BY_UNIQUE_KEY,
                                   (new.unique_key,)).fetchone()[0])
@@ -152,6 +147,34 @@ def insert_tasks_in(db, tasks: Iterable[NewTask], now: float) -> List[int]:
             db.execute("insert_dependency", sql.INSERT_DEPENDENCY, (depends_on, task_id))
         ids.append(task_id)
     return ids
+
+
+def insert_plain_tasks_in(db: Database, tasks: Sequence[NewTask], now: float) -> List[int]:
+    """Insert tasks without unique keys or dependencies with one executemany, and return
+    their ids. Inside one write transaction, AUTOINCREMENT hands out consecutive ids."""
+    before = db.execute("get_task_sequence", sql.GET_TASK_SEQUENCE).fetchone()
+    first = (before[0] if before else 0) + 1
+    db.conn.executemany(sql.INSERT_TASK, [insert_parameters(new, now) for new in tasks])
+    last = db.execute("get_task_sequence", sql.GET_TASK_SEQUENCE).fetchone()[0]
+    if last - first + 1 != len(tasks):
+        raise DatabaseError(f"inserted ids {first}..{last} do not match {len(tasks)} tasks in {db.path}")
+    return list(range(first, last + 1))
+
+
+def insert_parameters(new: NewTask, now: float, status: str = "queued", waiting_on: int = 0,
+                      error: Optional[str] = None) -> tuple:
+    """Return the parameters of sql.INSERT_TASK for ``new``."""
+    return (
+        new.queue, new.task, new.args_json, status, new.priority, new.run_at, now, now,
+        new.max_retries, new.timeout_s, new.unique_key, waiting_on, error,
+        now if status == "cancelled" else None,
+    )
+
+
+def is_plain(new: NewTask) -> bool:
+    """Return whether ``new`` can be inserted by one autocommit statement (no unique key,
+    no dependencies), which needs no transaction around it."""
+    return new.unique_key is None and not new.after
 
 
 def _dependency_state_in(db, after: Sequence[int]) -> Tuple[str, int, Optional[str]]:

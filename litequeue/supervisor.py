@@ -3,6 +3,8 @@
 It restarts worker processes that die, enforces task timeouts on its own monotonic clock,
 terminates cancelled tasks, records the exit of a worker process that held a task, and
 recovers orphans left by processes that are gone. It never imports or runs task functions.
+It also enqueues the due runs of the periodic schedules that its --import modules register
+(litequeue.schedule).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from . import liveness, monitor, retention, sql, storage
+from . import liveness, monitor, progress_state, retention, sql, storage
+from . import schedule, wakeup
 from .version import __version__
 from .config import WorkerConfig
-from .connection import CHECKPOINT_THRESHOLD_BYTES, CHECKPOINT_WAIT_S, Database, is_busy_error
+from .connection import Database, is_busy_error
 from .errors import DatabaseError, UnsupportedPlatformError
 from .status import TaskStatus
 from .storage import Claim, RetryPolicy
@@ -38,6 +41,11 @@ EXIT_DATABASE_ERROR = 3
 EXIT_UNSUPPORTED_PLATFORM = 4
 
 CANCEL_CHECK_INTERVAL_S = 0.5
+# A schedule check waits this much past a fire time, so that it never runs just before it.
+SCHEDULE_CHECK_MARGIN_S = 0.002
+# How often the supervisor reads which task each worker process runs. A timeout fires at
+# most this much later than the task's own seconds.
+STATE_POLL_INTERVAL_S = 0.1
 CHECKPOINT_INTERVAL_S = 5.0
 # Finished tasks are purged this often, or every retention_s when that is shorter. One run
 # deletes at most PURGE_MAX_BATCHES batches (short transactions), so it holds up the main
@@ -57,12 +65,13 @@ class Child:
     """A worker process and what the supervisor knows about it."""
 
     process: multiprocessing.Process
-    channel: multiprocessing.connection.Connection
+    state: object  # the shared array of litequeue.progress_state
     abort_target: object
     pid: int
     start_token: str
     spawned_at: float
     task_id: Optional[int] = None
+    state_sequence: int = 0
     attempts: int = 0
     task_started_at: float = 0.0
     timeout_s: float = 0.0
@@ -100,6 +109,7 @@ class Supervisor:
         self._db_inode: Optional[int] = None
         self.context = multiprocessing.get_context(config.start_method)
         self.parent_pid = os.getppid()
+        self.schedule_notifier: Optional[wakeup.Notifier] = None
 
     # --- start and stop --------------------------------------------------------------------
 
@@ -113,10 +123,12 @@ class Supervisor:
         self._install_signals()
         for module in self.config.imports:
             importlib.import_module(module)
+        schedule.check_allowed_tasks(self.config.allow, self.config.allow_setting)
         self.db = Database(self.config.db_path, synchronous=self.config.synchronous,
                            busy_timeout_s=self.config.busy_timeout_s)
         self._db_inode = _inode(self.db.path)
         self._log_banner()
+        self._log_schedules()
         try:
             self._register_self()
             self._run_step("orphan check", self._detect_orphans)
@@ -212,34 +224,30 @@ class Supervisor:
             moments.append(self.stop_deadline)
         if not self.stopping and len(self.children) < self.config.concurrency:
             moments.append(self.next_spawn_at)
+        if self.children:
+            moments.append(now + STATE_POLL_INTERVAL_S)
         return max(0.0, min([now + 1.0] + moments) - now)
 
     def _wait_for_events(self, timeout_s: float) -> None:
         waitables = [self._signal_read_fd]
         for child in self.children.values():
-            waitables.append(child.channel)
             waitables.append(child.process.sentinel)
         ready = multiprocessing.connection.wait(waitables, timeout_s)
         if self._signal_read_fd in ready:
             _drain(self._signal_read_fd)
         for child in list(self.children.values()):
-            self._read_messages(child)
+            self._read_state(child)
 
-    def _read_messages(self, child: Child) -> None:
-        try:
-            while child.channel.poll():
-                self._handle_message(child, child.channel.recv())
-        except (EOFError, OSError):
-            pass  # The process exited; _reap_children settles it.
-
-    def _handle_message(self, child: Child, message: tuple) -> None:
-        kind = message[0]
-        if kind == "started":
-            _, child.task_id, child.attempts, child.timeout_s = message
+    def _read_state(self, child: Child) -> None:
+        running = progress_state.read(child.state)
+        if running.sequence == child.state_sequence:
+            return
+        child.state_sequence = running.sequence
+        if running.task_id is not None and (running.task_id, running.attempts) != (child.task_id, child.attempts):
+            # Timed from now, on this process's clock: the moment the supervisor learned of it.
             child.task_started_at = self.clock()
             child.timeout_recorded = False
-        elif kind == "idle":
-            child.task_id = None
+        child.task_id, child.attempts, child.timeout_s = running.task_id, running.attempts, running.timeout_s
         if child.aborting_task is not None and child.task_id != child.aborting_task:
             # The process moved past the task it was asked to abort.
             child.aborting_task = None
@@ -254,16 +262,15 @@ class Supervisor:
             self._spawn()
 
     def _spawn(self) -> None:
-        reader, writer = self.context.Pipe(duplex=False)
+        state = progress_state.create(self.context)
         abort_target = self.context.RawValue("q", 0)
         process = self.context.Process(
-            target=worker_main, args=(self.config, writer, abort_target),
+            target=worker_main, args=(self.config, state, abort_target),
             name=f"litequeue-worker-{len(self.children) + 1}",
         )
         process.start()
-        writer.close()
         info = liveness.process_info(process.pid)
-        child = Child(process, reader, abort_target, process.pid,
+        child = Child(process, state, abort_target, process.pid,
                       info.start_token if info else "", self.clock())
         self.children[process.pid] = child
         self._run_step("register worker process", lambda: self._register(child.pid, child.start_token, "worker"))
@@ -274,9 +281,7 @@ class Supervisor:
             if child.process.exitcode is None and child.process.is_alive():
                 continue
             child.process.join()
-            self._read_messages(child)
             del self.children[child.pid]
-            child.channel.close()
             self._settle_exit(child, child.process.exitcode)
 
     def _settle_exit(self, child: Child, exit_code: int, *, release: bool = False) -> None:
@@ -320,9 +325,7 @@ class Supervisor:
                                child.pid, child.task_id)
                 _send_signal(child.pid, signal.SIGKILL)
             child.process.join()
-            self._read_messages(child)
             del self.children[child.pid]
-            child.channel.close()
             release = child.process.exitcode == -signal.SIGKILL
             self._settle_exit(child, child.process.exitcode, release=release)
 
@@ -387,6 +390,9 @@ class Supervisor:
         if self.config.retention_s > 0:
             intervals["purge"] = min(PURGE_INTERVAL_S, self.config.retention_s)
             actions["purge"] = self._purge
+        if schedule.registered():
+            intervals["schedules"] = schedule.CHECK_INTERVAL_S
+            actions["schedules"] = self._enqueue_scheduled_runs
         now = self.clock()
         for name, interval_s in intervals.items():
             due = self.next_due.setdefault(name, now + interval_s)
@@ -447,9 +453,27 @@ class Supervisor:
             self.next_due["purge"] = self.clock() + PURGE_BACKLOG_INTERVAL_S
 
     def _checkpoint(self) -> None:
-        # Commits checkpoint a large WAL themselves; this catches what a quiet queue leaves.
-        if self.db.wal_size() > CHECKPOINT_THRESHOLD_BYTES // 4:
-            self.db.checkpoint("TRUNCATE", wait_s=CHECKPOINT_WAIT_S)
+        # Commits restart a large WAL themselves. This copies what a quiet queue leaves in the
+        # WAL into the database file, without waiting for readers.
+        if self.db.wal_size() > 0:
+            self.db.checkpoint("PASSIVE")
+
+    def _enqueue_scheduled_runs(self) -> None:
+        result = schedule.enqueue_due(self.db, time.time())
+        if result.runs:
+            if self.schedule_notifier is None:
+                self.schedule_notifier = wakeup.Notifier(self.db.path)
+            self.schedule_notifier.notify()
+        if result.next_run_at is not None:
+            # Check again just after the earliest next fire time, so that its run is enqueued
+            # on time instead of up to CHECK_INTERVAL_S late.
+            delay_s = min(schedule.CHECK_INTERVAL_S, max(0.0, result.next_run_at - time.time()))
+            self.next_due["schedules"] = self.clock() + delay_s + SCHEDULE_CHECK_MARGIN_S
+
+    def _log_schedules(self) -> None:
+        for definition in schedule.registered():
+            logger.info("schedule %s: task %s, %s, queue %s, missed=%s", definition.name, definition.task,
+                        definition.describe(), definition.queue, definition.missed)
 
     # --- workers table ---------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import fnmatch
+import functools
 import json
 import math
 import os
@@ -26,14 +27,7 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 def task_path_of(task: Union[str, Callable]) -> str:
     """Return the dotted path of ``task``: a path string, or a module-level function."""
     if isinstance(task, str):
-        path = task.strip()
-        if not path:
-            raise InvalidTaskError("invalid task path '': give a dotted path such as 'package.module.function'")
-        if not _TASK_PATH.match(path):
-            raise InvalidTaskError(
-                f"invalid task path {task!r}: use a dotted path such as 'package.module.function'"
-            )
-        return path
+        return _check_task_path(task)
     if callable(task):
         module = getattr(task, "__module__", None)
         qualname = getattr(task, "__qualname__", None)
@@ -47,8 +41,21 @@ def task_path_of(task: Union[str, Callable]) -> str:
                 f"cannot enqueue {qualname!r} from __main__: the worker cannot import your script "
                 "as __main__; move the function to an importable module"
             )
-        return task_path_of(f"{module}.{qualname}")
+        return _check_task_path(f"{module}.{qualname}")
     raise InvalidTaskError(f"invalid task {task!r}: pass a dotted path string or a module-level function")
+
+
+@functools.lru_cache(maxsize=1024)
+def _check_task_path(task: str) -> str:
+    # Cached: an application enqueues the same few paths again and again.
+    path = task.strip()
+    if not path:
+        raise InvalidTaskError("invalid task path '': give a dotted path such as 'package.module.function'")
+    if not _TASK_PATH.match(path):
+        raise InvalidTaskError(
+            f"invalid task path {task!r}: use a dotted path such as 'package.module.function'"
+        )
+    return path
 
 
 def allowed_patterns(patterns: Optional[Iterable[str]] = None) -> Optional[list]:
@@ -75,7 +82,13 @@ def check_allowed(path: str, patterns: Optional[list], setting: str = ALLOWED_TA
     )
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _reject_non_string_keys(value: Any, where: str) -> None:
+    # json.dumps would turn keys such as 1 or None into "1" and "null" without a word.
+    if type(value) is dict and all(type(key) is str and type(item) in _SCALARS for key, item in value.items()):
+        return  # the common flat case, checked in one pass
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
@@ -89,13 +102,17 @@ def _reject_non_string_keys(value: Any, where: str) -> None:
             _reject_non_string_keys(item, f"{where}[{index}]")
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_ASCII_ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+
+
 def to_json(value: Any) -> str:
     """Encode ``value`` as JSON text that SQLite can store (lone surrogates escaped)."""
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    text = _ENCODER.encode(value)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        text = json.dumps(value, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        text = _ASCII_ENCODER.encode(value)
     return text
 
 
@@ -159,6 +176,8 @@ def check_unique_key(key: Any) -> Optional[str]:
 
 
 def check_task_ids(name: str, ids: Any) -> tuple:
+    if ids == ():
+        return ()
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
         raise InvalidOptionError(f"invalid {name} {ids!r}: use a list of task ids")
     values = tuple(ids)
@@ -169,7 +188,14 @@ def check_task_ids(name: str, ids: Any) -> tuple:
 
 
 def check_queue_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str):
+        raise InvalidOptionError(f"invalid queue name {name!r}: use a non-empty string")
+    return _check_queue_name(name)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_queue_name(name: str) -> str:
+    if not name.strip():
         raise InvalidOptionError(f"invalid queue name {name!r}: use a non-empty string")
     if len(name) > _MAX_QUEUE_NAME_LENGTH or any(ord(ch) < 32 for ch in name):
         raise InvalidOptionError(

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Optional
 
-from . import liveness, signals, storage
+from . import liveness, progress_state, signals, storage
 from .config import WorkerConfig
 from .connection import Database
 from .errors import LitequeueError
@@ -45,21 +45,26 @@ class Finished:
     outcome: Outcome
 
 
-def worker_main(config: WorkerConfig, channel, abort_target) -> None:
-    """Entry point of a worker process (module level, so every start method can import it)."""
-    code = WorkerProcess(config, channel, abort_target).run()
+def worker_main(config: WorkerConfig, state, abort_target) -> None:
+    """Entry point of a worker process (module level, so every start method can import it).
+
+    ``state`` is the shared array of :mod:`litequeue.progress_state`; ``abort_target`` is a
+    shared integer where the supervisor names the task SIGUSR1 is meant to abort.
+    """
+    code = WorkerProcess(config, state, abort_target).run()
     if code:
         sys.exit(code)
 
 
 class WorkerProcess:
-    def __init__(self, config: WorkerConfig, channel, abort_target):
+    def __init__(self, config: WorkerConfig, state, abort_target):
         self.config = config
-        self.channel = channel
+        self.state = state
         self.abort_target = abort_target
         self.parent_pid = os.getppid()
         self.stop_requested = False
         self.current_task_id: Optional[int] = None
+        self.published_task: Optional[int] = None
         self.in_user_code = False
         self.tasks_run = 0
         self.retry_policy = RetryPolicy(config.retry_base_s, config.retry_max_s)
@@ -136,23 +141,20 @@ class WorkerProcess:
 
     def _loop(self) -> int:
         finished: Optional[Finished] = None
-        idle_reported = False
         while True:
             may_claim = self._may_claim()
             if finished is None:
                 if not may_claim:
                     return 0
                 if not self._has_eligible_task():
-                    if not idle_reported:
-                        self._send(("idle",))
-                        idle_reported = True
+                    if self.published_task is not None:
+                        self._publish(None)
                     self._idle_wait()
                     continue
             task = self._record_and_claim(finished, may_claim)
             finished = None
             if task is None:
                 continue
-            idle_reported = False
             finished = self._run(task)
             if finished is None:  # aborted by the supervisor
                 return 0
@@ -179,7 +181,7 @@ class WorkerProcess:
     def _run(self, task: Task) -> Optional[Finished]:
         claim = Claim(task.id, self.owner.pid, self.owner.host_id, task.attempts)
         self.current_task_id = task.id
-        self._send(("started", task.id, task.attempts, self._timeout_of(task)))
+        self._publish(task.id, task.attempts, self._timeout_of(task))
         logger.debug("task %s (%s) started, attempt %d", task.id, task.task, task.attempts)
         signals.before_job.send(task=task)
         sink = OutputSink(lambda text: self._save_output(claim, text), self.config.max_output_bytes)
@@ -262,9 +264,10 @@ class WorkerProcess:
                 task.id, task.task, os.getpid(), finished.claim.attempts)
             return
         if status == TaskStatus.COMPLETED:
-            done = dataclasses.replace(task, status=status, result=_loads(outcome.result_json), log=outcome.log)
             logger.debug("task %s (%s) completed", task.id, task.task)
-            signals.on_success.send(task=done)
+            if signals.on_success.receivers:
+                done = dataclasses.replace(task, status=status, result=_loads(outcome.result_json), log=outcome.log)
+                signals.on_success.send(task=done)
             return
         done = dataclasses.replace(task, status=status, error=outcome.error, log=outcome.log)
         first_line = (outcome.error or "").splitlines()[0] if outcome.error else ""
@@ -277,12 +280,9 @@ class WorkerProcess:
                          task.id, task.task, os.getpid(), first_line)
             signals.on_failure.send(task=done, error=outcome.error)
 
-    def _send(self, message: tuple) -> None:
-        try:
-            self.channel.send(message)
-        except (OSError, EOFError):
-            # The supervisor is gone: finish what runs, claim nothing more.
-            self.stop_requested = True
+    def _publish(self, task_id: Optional[int], attempts: int = 0, timeout_s: float = 0.0) -> None:
+        progress_state.publish(self.state, task_id, attempts, timeout_s)
+        self.published_task = task_id
 
 
 def _loads(text: Optional[str]):
