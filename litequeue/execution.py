@@ -44,7 +44,7 @@ class OutputLimitExceeded(Exception):
 
 @dataclasses.dataclass
 class Outcome:
-    """What running a task produced, ready to be written."""
+    """The outcome of running a task, ready to be written."""
 
     succeeded: bool
     result_json: Optional[str] = None

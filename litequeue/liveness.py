@@ -1,6 +1,6 @@
 """Decide whether the process recorded as a task's owner is still running.
 
-A PID alone proves little: PIDs are recycled, a zombie still answers ``os.kill(pid, 0)``, and
+A PID alone proves little: PIDs are recycled, ``os.kill(pid, 0)`` succeeds for a zombie, and
 another host or container has its own PID space. So each owner is recorded with a host
 identity and the process's start token, and a live PID counts only when both match.
 """
@@ -22,7 +22,7 @@ IS_MACOS = sys.platform == "darwin"
 
 @dataclasses.dataclass(frozen=True)
 class ProcessInfo:
-    """What the operating system reports about one PID."""
+    """The start token and state the operating system reports for one PID."""
 
     start_token: str
     zombie: bool
@@ -59,7 +59,7 @@ def host_id() -> str:
 
     Two processes can compare PIDs only when this value is equal: it joins the host name,
     the boot id (so a reboot changes it) and the PID namespace (so containers that share a
-    host name are told apart).
+    host name are distinguished).
     """
     return "|".join((host_name(), _boot_id(), _pid_namespace()))
 

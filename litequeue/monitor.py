@@ -137,7 +137,7 @@ def detect_orphaned_tasks(
 ) -> List[int]:
     """Find tasks in progress whose worker process is gone, record them, and return their ids.
 
-    ``exclude`` holds (host_id, pid) pairs of owners whose exits the caller records itself,
+    ``exclude`` contains (host_id, pid) pairs of owners whose exits the caller records itself,
     such as a supervisor's own worker processes. ``local_host_id`` defaults to this
     process's host identity; an owner with another identity is judged by its heartbeat.
     """
@@ -160,8 +160,8 @@ def detect_orphaned_tasks(
 def _supervisor_will_record(db: Database, task: storage.ProgressTask, local_host_id: str) -> bool:
     """Return whether the dead owner's own supervisor is alive on this host.
 
-    That supervisor records the exit with the exit code, which says more than the orphan
-    message, so another supervisor leaves the task to it.
+    That supervisor records the exit with its exit code, which is more precise than the
+    orphan message, so another supervisor leaves the task to it.
     """
     if task.host_id != local_host_id:
         return False

@@ -20,7 +20,7 @@ SLOTS = 4
 
 @dataclasses.dataclass(frozen=True)
 class RunningTask:
-    """What a worker process reports it runs."""
+    """The task a worker process reports it runs."""
 
     sequence: int
     task_id: Optional[int]

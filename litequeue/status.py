@@ -14,9 +14,9 @@ class TaskStatus(str, enum.Enum):
     QUEUED = "queued"
     #: Claimed by a worker process, which is running it.
     PROGRESS = "progress"
-    #: Ran and returned; ``result`` holds the return value.
+    #: Ran and returned; ``result`` contains the return value.
     COMPLETED = "completed"
-    #: Failed for good; ``error`` says why.
+    #: Failed for good; ``error`` contains the reason.
     FAILED = "failed"
     #: Cancelled on request; it will not run (again) unless requeued.
     CANCELLED = "cancelled"

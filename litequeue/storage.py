@@ -315,7 +315,7 @@ def still_owned_in(db: Database, claim: Claim) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class ProgressTask:
-    """A task in progress as an orphan check sees it."""
+    """A task in progress, as read by an orphan check."""
 
     task_id: int
     pid: int
@@ -362,7 +362,7 @@ def delete_stale_workers_in(db: Database, older_than: float) -> int:
 def cancel(db: Database, task_id: int, now: Optional[float] = None) -> TaskStatus:
     """Cancel a queued or running task and return the status it had.
 
-    A running task is marked cancelled here; its supervisor sees that and terminates it.
+    A running task is marked cancelled here. Its supervisor reads that and terminates it.
     Raises TaskNotFoundError or TaskStateError (for a task that already finished).
     """
     now = time.time() if now is None else now

@@ -62,7 +62,7 @@ MAX_DATABASE_FAILURES = 3
 
 @dataclasses.dataclass
 class Child:
-    """A worker process and what the supervisor knows about it."""
+    """A worker process and the supervisor's record of it."""
 
     process: multiprocessing.Process
     state: object  # the shared array of litequeue.progress_state
