@@ -50,14 +50,15 @@ class Counts:
     pickup_spacing_s: tuple
     idle_cpu_s: float
     long_idle_s: float
+    wal_commits: int
 
 
 FULL_COUNTS = Counts(rounds=3, inserts=5_000, batch_rows=100_000, batch_size=1_000, drain_tasks=20_000,
                      finished_rows=1_000_000, pickups=100, pickup_spacing_s=(0.05, 0.75),
-                     idle_cpu_s=10.0, long_idle_s=60.0)
+                     idle_cpu_s=10.0, long_idle_s=60.0, wal_commits=500)
 QUICK_COUNTS = Counts(rounds=1, inserts=200, batch_rows=2_000, batch_size=1_000, drain_tasks=300,
                       finished_rows=20_000, pickups=20, pickup_spacing_s=(0.01, 0.05),
-                      idle_cpu_s=1.0, long_idle_s=3.0)
+                      idle_cpu_s=1.0, long_idle_s=3.0, wal_commits=100)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +80,14 @@ def _raw_steps() -> List[Step]:
                 f"raw.batch.{level}": baselines.measure_batched_inserts(path, level, c.batch_rows, c.batch_size)}),
             Step(f"raw claim and completion {level}", lambda path, c, r, level=level: {
                 f"raw.claim.{level}": baselines.measure_claim_and_complete(path, level, c.drain_tasks)}),
+            Step(f"litequeue-schema single inserts {level}", lambda path, c, r, level=level: {
+                f"schema.insert.{level}": baselines.measure_schema_single_inserts(path, level, c.inserts)}),
+            Step(f"litequeue-schema completion and claim {level}", lambda path, c, r, level=level: {
+                f"schema.claim.{level}": baselines.measure_schema_finish_and_claim(path, level, c.drain_tasks)}),
         ]
+    # Frames are counted at FULL only, the level at which every commit waits for an fsync of the WAL.
+    steps.append(Step("WAL frames per commit FULL", lambda path, c, r: _prefixed(
+        "wal.{}", baselines.measure_wal_frames(path, "FULL", c.wal_commits))))
     return steps
 
 
@@ -128,13 +136,18 @@ def build_steps(include_huey: bool) -> List[Step]:
     lq = {step.name: step for step in _litequeue_steps()}
     hy = {step.name: step for step in _huey_steps()}
     order = [
-        raw["raw single inserts FULL"], lq["litequeue enqueue FULL"], hy["huey enqueue fsync=default"],
-        raw["raw single inserts NORMAL"], lq["litequeue enqueue NORMAL"], hy["huey enqueue fsync=off"],
+        raw["raw single inserts FULL"], raw["litequeue-schema single inserts FULL"],
+        lq["litequeue enqueue FULL"], hy["huey enqueue fsync=default"],
+        raw["raw single inserts NORMAL"], raw["litequeue-schema single inserts NORMAL"],
+        lq["litequeue enqueue NORMAL"], hy["huey enqueue fsync=off"],
         raw["raw batched inserts FULL"], lq["litequeue enqueue_many FULL"],
         raw["raw batched inserts NORMAL"], lq["litequeue enqueue_many NORMAL"],
-        raw["raw claim and completion FULL"], lq["litequeue drain FULL"], hy["huey drain fsync=default"],
-        raw["raw claim and completion NORMAL"], lq["litequeue drain NORMAL"], hy["huey drain fsync=off"],
+        raw["raw claim and completion FULL"], raw["litequeue-schema completion and claim FULL"],
+        lq["litequeue drain FULL"], hy["huey drain fsync=default"],
+        raw["raw claim and completion NORMAL"], raw["litequeue-schema completion and claim NORMAL"],
+        lq["litequeue drain NORMAL"], hy["huey drain fsync=off"],
         lq["litequeue drain NORMAL with finished tasks"],
+        raw["WAL frames per commit FULL"],
         lq["litequeue pickup and idle FULL"], hy["huey pickup fsync=default"],
     ]
     return [step for step in order if include_huey or not step.needs_huey]
@@ -196,11 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds over which idle CPU is measured (full: 10)")
     parser.add_argument("--long-idle-s", type=float, metavar="S",
                         help="idle seconds before the last pickup sample of a round (full: 60)")
+    parser.add_argument("--wal-commits", type=int, metavar="N",
+                        help="commits per statement when counting WAL frames per commit (full: 500)")
     return parser
 
 
 def validate(counts: Counts) -> Optional[str]:
-    for name in ("rounds", "inserts", "batch_rows", "batch_size", "drain_tasks", "pickups"):
+    for name in ("rounds", "inserts", "batch_rows", "batch_size", "drain_tasks", "pickups", "wal_commits"):
         if getattr(counts, name) < 1:
             return f"invalid --{name.replace('_', '-')} {getattr(counts, name)}: use an integer >= 1"
     if counts.finished_rows < 0:

@@ -44,5 +44,7 @@ def test_quick_run_writes_report(tmp_path: Path):
     text = output.read_text()
     assert "## Targets" in text
     assert "## Figures" in text
+    assert "## Why some targets are missed" in text
+    assert "WAL frames per commit, litequeue's schema" in text
     assert "huey is not importable" in text
     assert "--quick" in text
