@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 from typing import Callable, Dict, List, Optional
 
 from . import cli_ops, retention
@@ -47,6 +48,16 @@ exit codes:
 """
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" unless the help already names the default or it is None."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS, False) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="litequeue", description="A task queue stored in one SQLite file.",
@@ -64,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_worker(commands) -> None:
     parser = commands.add_parser(
         "worker", help="run a supervisor and its worker processes",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
         description="Run worker processes that claim and run tasks until SIGTERM or Ctrl-C. The "
                     "first signal lets running tasks finish within --grace-s; a second one stops at once. "
                     f"Exit codes: {EXIT_OK} stopped cleanly, {EXIT_USAGE} invalid options, "
@@ -82,7 +93,7 @@ def _add_worker(commands) -> None:
     parser.add_argument("--abort-grace-s", type=float, default=2.0, metavar="S",
                         help="seconds a timed-out or cancelled task gets to stop before SIGKILL")
     parser.add_argument("--import", action="append", dest="imports", default=[], metavar="MODULE",
-                        help="module to import in the supervisor and every worker process (observers), repeatable")
+                        help="module to import in the supervisor and every worker process (observers, schedules), repeatable")
     parser.add_argument("--allow", action="append", default=None, metavar="PATTERN",
                         help="shell-style pattern of task paths allowed to run, repeatable "
                              "(default: $LITEQUEUE_ALLOWED_TASKS, else all)")
@@ -124,7 +135,7 @@ def _add_worker(commands) -> None:
 
 def _add_enqueue(commands) -> None:
     parser = commands.add_parser("enqueue", help="store a task and print its id",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                 formatter_class=_DefaultsFormatter)
     parser.add_argument("task", metavar="TASK", help="dotted path of the task function")
     db_argument(parser)
     parser.add_argument("--args", default="{}", metavar="JSON", help="keyword arguments as a JSON object")
@@ -215,10 +226,20 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _import_from_working_directory() -> None:
+    # ``python -m litequeue`` puts the working directory first on sys.path, but the installed
+    # ``litequeue`` script does not. Both must find the tasks and --import modules of the
+    # project they run in. Worker processes inherit sys.path under every start method.
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command line and return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _import_from_working_directory()
     if args.command != "worker":
         # Library warnings (such as an orphan being recovered) would repeat what the command
         # prints, so only errors reach stderr.

@@ -196,6 +196,8 @@ class Database:
                 "Use a Python build linked against a newer SQLite."
             )
         directory = os.path.dirname(self.path)
+        if os.path.isdir(self.path):
+            raise DatabaseError(f"cannot open database {self.path}: it is a directory; pass the path of a database file")
         if not os.path.isdir(directory):
             raise DatabaseError(
                 f"cannot open database {self.path}: directory {directory} does not exist; "
@@ -558,7 +560,8 @@ def describe_error(path: str, error: sqlite3.Error) -> str:
     if "readonly" in lowered or "read-only" in lowered or "attempt to write" in lowered:
         hint = "the file or its directory is read-only; give the process write access"
     elif "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
-        hint = "the file is not a valid SQLite database or is corrupted; restore it from a backup"
+        hint = ("the file is not a SQLite database: check the path, and if it is the right file, it is "
+                "corrupted and needs restoring from a backup")
     elif "unable to open" in lowered:
         hint = "check that the path exists and is writable"
     elif "full" in lowered:

@@ -113,7 +113,10 @@ def _import_task_function(path: str) -> Callable:
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name) and split > 1:
                 continue
-            raise ImportError(f"cannot import task {path!r}: {exc}") from exc
+            raise ImportError(
+                f"cannot import task {path!r}: {exc} (the worker imports from its working directory "
+                "and PYTHONPATH)"
+            ) from exc
         attribute_path = parts[split:]
         break
     if module is None:

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable, List, Optional, Union
 
 from . import inspection, sql, storage, wakeup
 from .connection import DEFAULT_BUSY_TIMEOUT_S, Database, describe_error, is_busy_error
-from .errors import DatabaseError, InvalidOptionError, PayloadTooLargeError, TaskWaitTimeout
+from .errors import DatabaseError, LitequeueError, InvalidOptionError, PayloadTooLargeError, TaskWaitTimeout
 from .status import Task, TaskStatus
 from .validation import (
     DEFAULT_MAX_ARGS_BYTES, allowed_patterns, check_allowed, check_max_retries, check_priority,
@@ -173,23 +173,25 @@ class Queue:
         max_args_bytes = self._max_args_bytes()
         rows = []
         for index, call in enumerate(calls):
-            if isinstance(call, dict):
-                unknown = set(call) - _ENQUEUE_KEYWORDS
-                if unknown or "task" not in call:
-                    raise InvalidOptionError(
-                        f"invalid call #{index} {call!r}: a dict needs 'task' and may use only "
-                        f"{sorted(_ENQUEUE_KEYWORDS)}"
-                    )
-                rows.append(self._prepare(now=now, max_args_bytes=max_args_bytes, **call))
-            elif isinstance(call, tuple) and len(call) == 2:
-                rows.append(self._prepare(call[0], call[1], now=now, max_args_bytes=max_args_bytes))
-            else:
-                raise InvalidOptionError(
-                    f"invalid call #{index} {call!r}: use a (task, args) pair or a dict of enqueue arguments"
-                )
+            try:
+                rows.append(self._prepare_call(index, call, now, max_args_bytes))
+            except LitequeueError as exc:
+                raise type(exc)(f"call #{index} of enqueue_many: {exc}") from exc
         if not rows:
             return []
         return self._insert(rows, now)
+
+    def _prepare_call(self, index: int, call: Any, now: float, max_args_bytes: int) -> storage.NewTask:
+        if isinstance(call, dict):
+            unknown = set(call) - _ENQUEUE_KEYWORDS
+            if unknown or "task" not in call:
+                raise InvalidOptionError(
+                    f"invalid call {call!r}: a dict needs 'task' and may use only {sorted(_ENQUEUE_KEYWORDS)}"
+                )
+            return self._prepare(now=now, max_args_bytes=max_args_bytes, **call)
+        if isinstance(call, tuple) and len(call) == 2:
+            return self._prepare(call[0], call[1], now=now, max_args_bytes=max_args_bytes)
+        raise InvalidOptionError(f"invalid call {call!r}: use a (task, args) pair or a dict of enqueue arguments")
 
     # --- inspect and change ------------------------------------------------------------------
 
@@ -215,7 +217,7 @@ class Queue:
             if remaining <= 0:
                 raise TaskWaitTimeout(
                     f"task {task_id} is still {task.status.value} after waiting {timeout_s:g} s; "
-                    "is a worker running for its queue?"
+                    f"is a worker running for queue {task.queue!r} on {self.path}?"
                 )
             time.sleep(min(pause_s, remaining))
             pause_s = min(pause_s * 1.5, 0.2)

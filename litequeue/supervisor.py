@@ -26,7 +26,7 @@ from . import schedule, wakeup
 from .version import __version__
 from .config import WorkerConfig
 from .connection import Database, is_busy_error
-from .errors import DatabaseError, UnsupportedPlatformError
+from .errors import DatabaseError, InvalidOptionError, UnsupportedPlatformError
 from .status import TaskStatus
 from .storage import Claim, RetryPolicy
 from .worker_process import worker_main
@@ -100,6 +100,7 @@ class Supervisor:
         self.fatal_error: Optional[str] = None
         self.database_failures = 0
         self.quick_exits = 0
+        self.workers_started = 0
         self.next_spawn_at = 0.0
         self.next_due: Dict[str, float] = {}
         self.db: Optional[Database] = None
@@ -121,8 +122,7 @@ class Supervisor:
                 "run it on Linux or macOS (enqueueing and inspecting tasks work on Windows)"
             )
         self._install_signals()
-        for module in self.config.imports:
-            importlib.import_module(module)
+        import_modules(self.config.imports)
         schedule.check_allowed_tasks(self.config.allow, self.config.allow_setting)
         self.db = Database(self.config.db_path, synchronous=self.config.synchronous,
                            busy_timeout_s=self.config.busy_timeout_s)
@@ -266,7 +266,7 @@ class Supervisor:
         abort_target = self.context.RawValue("q", 0)
         process = self.context.Process(
             target=worker_main, args=(self.config, state, abort_target),
-            name=f"litequeue-worker-{len(self.children) + 1}",
+            name=f"litequeue-worker-{self._next_worker_number()}",
         )
         process.start()
         info = liveness.process_info(process.pid)
@@ -275,6 +275,11 @@ class Supervisor:
         self.children[process.pid] = child
         self._run_step("register worker process", lambda: self._register(child.pid, child.start_token, "worker"))
         logger.debug("worker process %s started", process.pid)
+
+    def _next_worker_number(self) -> int:
+        # Numbers are never reused, so a replacement process gets a name of its own in logs.
+        self.workers_started += 1
+        return self.workers_started
 
     def _reap_children(self) -> None:
         for child in list(self.children.values()):
@@ -489,6 +494,18 @@ class Supervisor:
     def _unregister_self(self) -> None:
         self._run_step("unregister supervisor", lambda: self.db.write(
             "delete_worker", lambda db: db.execute("delete_worker", sql.DELETE_WORKER, (self.host_id, os.getpid()))))
+
+
+def import_modules(names) -> None:
+    """Import the modules given with --import, or raise InvalidOptionError naming the one that failed."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise InvalidOptionError(
+                f"cannot import module {name!r} given with --import: {exc}; check its name, and that it "
+                f"is importable from the working directory ({os.getcwd()}) or PYTHONPATH"
+            ) from exc
 
 
 def _send_signal(pid: int, signum: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import shutil
+import signal
 import sqlite3
 import sys
 import textwrap
@@ -45,6 +46,9 @@ def run(db: Database, *, once: bool, interval_s: float, lease_s: float, stream: 
         stream.write("\n".join(render(db, columns, lines, lease_s, live=False)) + "\n")
         return 0
 
+    # A shell that starts a command in the background may hand it SIGINT ignored, and Python
+    # then keeps it ignored; restore Ctrl-C so the live view can always be stopped.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stream.write(ENTER_SCREEN)
     try:
         while True:

@@ -115,7 +115,7 @@ class WorkerProcess:
         self._install_signals()
         self._configure_logging()
         for module in self.config.imports:
-            importlib.import_module(module)
+            importlib.import_module(module)  # the supervisor imported each one first, so they import
         self.db = Database(self.config.db_path, synchronous=self.config.synchronous,
                            busy_timeout_s=self.config.busy_timeout_s)
         self.owner = Owner(os.getpid(), liveness.host_name(), liveness.host_id(), liveness.own_start_token())

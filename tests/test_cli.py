@@ -1,12 +1,16 @@
 """The command line, run as a subprocess against real database files."""
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 
 import pytest
 
-from conftest import DEADLINE_S, subprocess_env
+import litequeue
+from conftest import DEADLINE_S, REPO_DIR, subprocess_env
 
 
 def run_cli(*args, env=None):
@@ -87,3 +91,38 @@ def test_invalid_timeout_environment(db_path):
     result = run_cli("worker", "--db", str(db_path), env={"LITEQUEUE_TASK_TIMEOUT": "soon"})
     assert result.returncode == 2
     assert "invalid LITEQUEUE_TASK_TIMEOUT='soon'" in result.stderr
+
+
+def installed_script():
+    """The ``litequeue`` console script of the running environment, if it is installed."""
+    candidate = os.path.join(os.path.dirname(sys.executable), "litequeue")
+    return candidate if os.access(candidate, os.X_OK) else shutil.which("litequeue")
+
+
+def test_console_script_imports_from_working_directory(tmp_path):
+    script = installed_script()
+    if script is None:
+        pytest.skip("the litequeue console script is not installed in this environment")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "project_tasks.py").write_text("def triple(x):\n    return 3 * x\n")
+    db_path = project / "jobs.db"
+    queue = litequeue.Queue(db_path)
+    task_id = queue.enqueue("project_tasks.triple", {"x": 5})
+    env = subprocess_env()
+    env["PYTHONPATH"] = str(REPO_DIR)  # litequeue itself, but not the project directory
+    worker = subprocess.Popen([script, "worker", "--db", str(db_path), "--concurrency", "1"], cwd=project,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert queue.wait(task_id, timeout_s=DEADLINE_S).result == 15
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=DEADLINE_S)
+    queue.close()
+
+
+def test_worker_import_of_missing_module(db_path):
+    result = run_cli("worker", "--db", str(db_path), "--import", "no_such_module_xyz")
+    assert result.returncode == 2
+    assert "cannot import module 'no_such_module_xyz' given with --import" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -73,6 +73,8 @@ def test_killed_worker_process_recorded(queue, start_supervisor, events_path, tm
     assert len(failures) == 1
     assert failures[0]["pid"] == supervisor.pid
     assert "exited with code -9" in supervisor.log()
+    # The replacement process gets a name of its own in the log.
+    assert "litequeue-worker-2[" in supervisor.log()
 
 
 @pytest.mark.parametrize("task,args,code", [
