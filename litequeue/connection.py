@@ -319,10 +319,13 @@ class Database:
         SQLITE_BUSY is retried with jittered back-off, up to BUSY_RETRIES times after SQLite's
         own busy wait. Any other error rolls back and propagates, so nothing is half-written.
         """
+        return self._retry_when_busy(name, lambda: self._write_once(name, function))
+
+    def _retry_when_busy(self, name: str, attempt_write: Callable[[], T]) -> T:
         attempt = 0
         while True:
             try:
-                return self._write_once(name, function)
+                return attempt_write()
             except sqlite3.OperationalError as exc:
                 if not is_busy_error(exc) or attempt >= BUSY_RETRIES:
                     raise
@@ -362,15 +365,7 @@ class Database:
         IMMEDIATE (that matters only when a transaction reads before it writes). SQLITE_BUSY
         is retried as in :meth:`write`.
         """
-        attempt = 0
-        while True:
-            try:
-                return self._write_statement_once(name, statement, parameters)
-            except sqlite3.OperationalError as exc:
-                if not is_busy_error(exc) or attempt >= BUSY_RETRIES:
-                    raise
-                attempt += 1
-                time.sleep(random.uniform(0.01, 0.05) * attempt)
+        return self._retry_when_busy(name, lambda: self._write_statement_once(name, statement, parameters))
 
     def _write_statement_once(self, name: str, statement: str, parameters) -> sqlite3.Cursor:
         conn = self.conn

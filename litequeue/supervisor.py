@@ -160,11 +160,7 @@ class Supervisor:
         )
 
     def _install_signals(self) -> None:
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
-        self._signal_read_fd = read_fd
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        self._signal_read_fd = wakeup.signal_wakeup_pipe()
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         if self.config.exit_with_parent:

@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import select
+import signal
 import stat
 import time
 from typing import Optional
@@ -24,6 +25,19 @@ _REOPEN_INTERVAL_S = 0.5
 
 def fifo_path(db_path: str) -> str:
     return db_path + "-litequeue.wake"
+
+
+def signal_wakeup_pipe() -> int:
+    """Route signal wake-ups to a new non-blocking pipe and return its read end.
+
+    Handlers only set flags, so a process waiting in select() includes this descriptor to
+    wake as soon as a signal arrives instead of at its next timeout.
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    return read_fd
 
 
 class Notifier:

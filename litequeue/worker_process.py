@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Optional
 
-from . import liveness, progress_state, signals, storage
+from . import liveness, progress_state, signals, storage, wakeup
 from .config import WorkerConfig
 from .connection import Database
 from .errors import LitequeueError
@@ -75,11 +75,7 @@ class WorkerProcess:
     # --- set-up ----------------------------------------------------------------------------
 
     def _install_signals(self) -> None:
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
-        self._signal_read_fd = read_fd
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        self._signal_read_fd = wakeup.signal_wakeup_pipe()
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         if hasattr(signal, "SIGUSR1"):
