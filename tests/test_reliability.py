@@ -89,7 +89,7 @@ def test_wal_stays_bounded_with_constant_readers(db_path, start_supervisor):
                for _ in range(3)]
     largest = [0]
     try:
-        start_supervisor("--concurrency", "2", "--synchronous", "NORMAL")
+        supervisor = start_supervisor("--concurrency", "2", "--synchronous", "NORMAL")
 
         def drained():
             largest[0] = max(largest[0], queue.database.wal_size())
@@ -101,6 +101,9 @@ def test_wal_stays_bounded_with_constant_readers(db_path, start_supervisor):
             reader.kill()
             reader.wait()
     assert largest[0] < 64 * 1024 * 1024, f"WAL reached {largest[0]} bytes"
+    # Once the workers have stopped, nothing writes: a TRUNCATE checkpoint empties the WAL.
+    supervisor.signal(signal.SIGTERM)
+    assert supervisor.wait() == 0
     assert queue.database.checkpoint("TRUNCATE")[0] == 0
     assert queue.database.wal_size() == 0
     print(f"largest WAL: {largest[0]} bytes for {count} tasks")
