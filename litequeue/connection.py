@@ -336,27 +336,34 @@ class Database:
 
     def _write_once(self, name: str, function: Callable[["Database"], T]) -> T:
         conn = self.conn
+        with self._writing(name):
+            conn.execute(sql.BEGIN_IMMEDIATE)
+            try:
+                result = function(self)
+                if statement_hook is not None:
+                    statement_hook(name + ".commit")
+                conn.execute(sql.COMMIT)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute(sql.ROLLBACK)
+                raise
+        return result
+
+    @contextlib.contextmanager
+    def _writing(self, name: str) -> Iterator[None]:
+        """Hold this connection and the write lock around one write, then checkpoint a large
+        WAL (still under the lock) and call the test commit hook."""
         with self._thread_lock:
             if self._lock is not None:
                 self._lock.acquire(self.busy_timeout_s)
             try:
-                conn.execute(sql.BEGIN_IMMEDIATE)
-                try:
-                    result = function(self)
-                    if statement_hook is not None:
-                        statement_hook(name + ".commit")
-                    conn.execute(sql.COMMIT)
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute(sql.ROLLBACK)
-                    raise
+                yield
                 self._checkpoint_if_large()
             finally:
                 if self._lock is not None:
                     self._lock.release()
         if commit_hook is not None:
             commit_hook(name)
-        return result
 
     def write_statement(self, name: str, statement: str, parameters=()) -> sqlite3.Cursor:
         """Run one write statement on its own, in SQLite's autocommit mode, under the write lock.
@@ -369,19 +376,10 @@ class Database:
 
     def _write_statement_once(self, name: str, statement: str, parameters) -> sqlite3.Cursor:
         conn = self.conn
-        with self._thread_lock:
-            if self._lock is not None:
-                self._lock.acquire(self.busy_timeout_s)
-            try:
-                if statement_hook is not None:
-                    statement_hook(name)
-                cursor = conn.execute(statement, parameters)
-                self._checkpoint_if_large()
-            finally:
-                if self._lock is not None:
-                    self._lock.release()
-        if commit_hook is not None:
-            commit_hook(name)
+        with self._writing(name):
+            if statement_hook is not None:
+                statement_hook(name)
+            cursor = conn.execute(statement, parameters)
         return cursor
 
     def read(self, function: Callable[["Database"], T]) -> T:
