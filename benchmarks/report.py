@@ -218,7 +218,7 @@ def median_of(rounds: List[Dict[str, float]], key: str) -> Optional[float]:
 
 
 def schema_finding(label: str, threshold: str, schema_ratio: float, own_ratio: float, schema_misses: bool) -> str:
-    """Return the bullet that says whether the schema alone already misses a missed target."""
+    """Return the bullet that states whether the schema alone already misses a missed target."""
     schema_text, own_text = format_number(schema_ratio), format_number(own_ratio)
     if schema_misses:
         return (f"- {label}: the same-schema baseline alone reaches {schema_text}× of the minimal-table "

@@ -100,7 +100,7 @@ def _add_worker(commands) -> None:
     parser.add_argument("--max-tasks-per-child", type=int, default=0, metavar="N",
                         help="replace a worker process after N tasks; 0 keeps it")
     parser.add_argument("--poll-interval-s", type=float, default=1.0, metavar="S",
-                        help="longest idle wait before checking for tasks again")
+                        help="maximum idle wait before checking for tasks again")
     parser.add_argument("--orphan-check-interval-s", type=float, default=5.0, metavar="S",
                         help="seconds between orphan checks")
     parser.add_argument("--heartbeat-interval-s", type=float, default=5.0, metavar="S",
@@ -110,7 +110,7 @@ def _add_worker(commands) -> None:
     parser.add_argument("--retry-delay-s", type=float, default=1.0, metavar="S",
                         help="delay before the first retry; it doubles each attempt")
     parser.add_argument("--retry-max-delay-s", type=float, default=3600.0, metavar="S",
-                        help="longest delay between retries")
+                        help="maximum delay between retries")
     parser.add_argument("--exit-with-parent", action="store_true",
                         help="stop as after a first SIGTERM when the process that started this worker exits "
                              "(used by litequeue.Worker)")

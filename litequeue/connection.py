@@ -292,7 +292,7 @@ class Database:
 
     @property
     def max_length(self) -> int:
-        """The longest string or blob this connection accepts (SQLITE_LIMIT_LENGTH), in bytes."""
+        """The maximum length of a string or blob this connection accepts (SQLITE_LIMIT_LENGTH), in bytes."""
         conn = self.conn
         if hasattr(conn, "getlimit"):  # Python 3.11+
             return conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
@@ -464,7 +464,7 @@ class Database:
         try:
             self._with_write_lock(conn.close)
         except sqlite3.OperationalError:
-            logger.warning("closing %s without the write lock, which another process holds", self.path)
+            logger.warning("closing %s without the write lock: another process kept it past the busy timeout", self.path)
             conn.close()
         if self._lock is not None:
             self._lock.close()

@@ -1,8 +1,8 @@
 """Recording failures that the worker process cannot record itself: orphans, timeouts, exits.
 
 Each function takes the queue to act on (a :class:`~litequeue.Queue`, a database path, or None
-for the default database). Each write is fenced on the task still being in progress (and,
-from a supervisor, on the owner and attempt it saw), so a task is never recorded twice, and
+for the default database). Each write is fenced on the task still being in progress and,
+from a supervisor, on the owner and attempt it saw. So a task is never recorded twice, and
 ``on_failure`` or ``on_retry`` fires once, in the process that recorded it.
 """
 
@@ -65,7 +65,7 @@ def record_failure(
     """Fail (or retry) a task in progress and fire the observers once.
 
     Returns the new status, or None when the task was no longer in progress under the
-    expected owner; that late write changes nothing and is logged.
+    expected owner. Such a late write changes nothing and is logged.
     """
     now = time.time() if now is None else now
 

@@ -1,8 +1,8 @@
 """The task a worker process runs, shared with its supervisor through shared memory.
 
-A worker process publishes each task it starts (and when it goes idle) in a small shared
-array; the supervisor reads it on every pass of its loop. This replaced a pipe message per
-task, which cost the supervisor a third of a CPU core at 5,000 tasks/s on two cores. The
+A worker process publishes each task it starts, and when it goes idle, in a small shared
+array. The supervisor reads it on every pass of its loop. A pipe message per task did this
+before, and it cost the supervisor a third of a CPU core at 5,000 tasks/s on two cores. The
 supervisor still times each task on its own monotonic clock, from the moment it first sees
 the task here.
 """

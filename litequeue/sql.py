@@ -140,8 +140,8 @@ GET_STATUS = "SELECT status FROM tasks WHERE id = ?"
 INSERT_DEPENDENCY = "INSERT OR IGNORE INTO task_dependencies (depends_on, task_id) VALUES (?, ?)"
 
 # A completed task releases the tasks that wait for it. The unary + keeps SQLite from
-# reading every queued task through the status index instead of the few dependents by id;
-# this runs on every completion, so it must cost one index probe when there are none.
+# reading every queued task through the status index instead of the few dependents by id.
+# This runs on every completion, so it must cost one index probe when there are none.
 RELEASE_DEPENDENTS = """
     UPDATE tasks SET waiting_on = waiting_on - 1, modified = ?
     WHERE id IN (SELECT task_id FROM task_dependencies WHERE depends_on = ?)

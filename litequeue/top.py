@@ -47,7 +47,7 @@ def run(db: Database, *, once: bool, interval_s: float, lease_s: float, stream: 
         return 0
 
     # A shell that starts a command in the background may hand it SIGINT ignored, and Python
-    # then keeps it ignored; restore Ctrl-C so the live view can always be stopped.
+    # then keeps it ignored. Restoring the handler lets Ctrl-C always stop the live view.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     stream.write(ENTER_SCREEN)
     try:

@@ -150,6 +150,35 @@ def start_supervisor(db_path: Path, tmp_path: Path, events_path: Path):
         supervisor.close()
 
 
+def run_as_unprivileged_user(function: Callable[[], str]) -> str:
+    """Run ``function`` in a forked child and return the string it returns.
+
+    When the tests run as root, the child first switches to the unprivileged user 65534, so
+    that it meets the permission errors an ordinary user would. An exception in ``function``
+    comes back as "ExceptionName: message".
+    """
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(read_fd)
+            if os.getuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            try:
+                answer = function()
+            except Exception as exc:  # reported to the test, which checks it
+                answer = f"{type(exc).__name__}: {exc}"
+            os.write(write_fd, answer.encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as reader:
+        answer = reader.read()
+    os.waitpid(child, 0)
+    return answer
+
+
 def read_events(events_path: Path) -> List[dict]:
     """Observer events written by tests/helpers/recorder.py, in the order they were written."""
     if not events_path.exists():

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import DEADLINE_S, events_for, pid_alive, read_events, wait_for
+from conftest import DEADLINE_S, events_for, pid_alive, read_events, run_as_unprivileged_user, wait_for
 from litequeue import TaskStatus, liveness, monitor, signals, storage
 from litequeue.connection import Database
 from litequeue.storage import Owner
@@ -140,30 +140,18 @@ def test_zombie_owner_counts_as_dead(queue, db):
         child.wait()
 
 
-def liveness_seen_by_other_user(pid: int, token: str):
-    """Run same_host_owner_alive in a forked child that os.kill(pid, 0) answers with
-    PermissionError: as root, the child first switches to the unprivileged user 65534."""
-    read_fd, write_fd = os.pipe()
-    child = os.fork()
-    if child == 0:
+def liveness_seen_by_other_user(pid: int, token: str) -> str:
+    """Return same_host_owner_alive(pid, token) as seen by a user that os.kill(pid, 0)
+    rejects with PermissionError."""
+
+    def check() -> str:
         try:
-            os.close(read_fd)
-            if os.getuid() == 0:
-                os.setgid(65534)
-                os.setuid(65534)
-            try:
-                os.kill(pid, 0)
-                answer = "no-permission-error"
-            except PermissionError:
-                answer = repr(liveness.same_host_owner_alive(pid, token))
-            os.write(write_fd, answer.encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as reader:
-        answer = reader.read()
-    os.waitpid(child, 0)
-    return answer
+            os.kill(pid, 0)
+        except PermissionError:
+            return repr(liveness.same_host_owner_alive(pid, token))
+        return "no-permission-error"
+
+    return run_as_unprivileged_user(check)
 
 
 def test_permission_error_is_not_proof_of_life():

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import litequeue
-from conftest import DEADLINE_S, REPO_DIR, events_for, read_events, subprocess_env, wait_for
+from conftest import DEADLINE_S, REPO_DIR, run_as_unprivileged_user, events_for, read_events, subprocess_env, wait_for
 from litequeue import DatabaseError, PayloadTooLargeError, TaskStatus
 
 SOAK = os.environ.get("LITEQUEUE_SOAK") == "1"
@@ -243,27 +243,12 @@ def test_read_only_database_named(tmp_path):
     try:
         litequeue.Queue(path).close()
         os.chmod(path, 0o644)
-        read_fd, write_fd = os.pipe()
-        child = os.fork()
-        if child == 0:
-            try:
-                os.close(read_fd)
-                os.setgid(65534)
-                os.setuid(65534)
-                try:
-                    litequeue.Queue(path).enqueue("sample_tasks.noop")
-                    answer = "enqueued"
-                except DatabaseError as exc:
-                    answer = str(exc)
-                except Exception as exc:  # report anything else to the test
-                    answer = f"{type(exc).__name__}: {exc}"
-                os.write(write_fd, answer.encode())
-            finally:
-                os._exit(0)
-        os.close(write_fd)
-        with os.fdopen(read_fd) as reader:
-            answer = reader.read()
-        os.waitpid(child, 0)
+        def enqueue() -> str:
+            litequeue.Queue(path).enqueue("sample_tasks.noop")
+            return "enqueued"
+
+        answer = run_as_unprivileged_user(enqueue)
+        assert answer.startswith("DatabaseError: "), answer
         assert path in answer
         assert "read-only" in answer or "readonly" in answer
     finally:

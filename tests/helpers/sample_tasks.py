@@ -46,7 +46,7 @@ def return_set():
 
 
 def sleep(seconds, marker=None):
-    """Sleep, writing ``marker`` (a file path) first so a test knows the task started."""
+    """Sleep, writing ``marker`` (a file path) first so that a test can tell the task started."""
     if marker:
         Path(marker).write_text(str(os.getpid()))
     time.sleep(seconds)
